@@ -1,0 +1,120 @@
+"""Cross-entropy losses for dense prediction.
+
+Conventions (see ``docs/developing.md``): logits are channels-last ``(batch, *spatial, classes)``,
+integer labels are ``(batch, *spatial)``, and every public loss returns one value per example,
+shape ``(batch,)``: the mean over spatial positions. All are computed from ``log_softmax`` /
+``log_sigmoid`` so that they stay finite at extreme logits.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+
+def _check_dense(logits: jax.Array, labels: jax.Array) -> None:
+  if logits.ndim < 2:
+    raise ValueError(f"logits must be (batch, *spatial, classes), got shape {logits.shape}")
+  if labels.shape != logits.shape[:-1]:
+    raise ValueError(
+        f"integer labels must have the logits' shape without the class axis: logits "
+        f"{logits.shape} -> labels {logits.shape[:-1]}, got {labels.shape}")
+
+
+def _spatial_mean(x: jax.Array) -> jax.Array:
+  return jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
+
+
+def pixelwise_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
+  r"""Softmax cross-entropy at every position, without reduction.
+
+  .. math:: \ell_n = -\log \operatorname{softmax}(z_n)_{y_n}
+
+  Args:
+    logits: ``(batch, *spatial, classes)`` unnormalised scores.
+    labels: ``(batch, *spatial)`` integer class indices.
+
+  Returns:
+    ``(batch, *spatial)`` losses, in the logits' floating dtype.
+  """
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  _check_dense(logits, labels)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  return -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    class_weights: ArrayLike | None = None,
+) -> jax.Array:
+  r"""Per-example softmax cross-entropy with optional class weights.
+
+  .. math:: L = \frac{1}{N} \sum_n w_{y_n} \, (-\log \operatorname{softmax}(z_n)_{y_n})
+
+  the mean over the ``N`` positions of an example. With class weights this is the "balanced"
+  cross-entropy of Saha et al. (REFERENCE §2), ``mean(alpha_c * y_c * -log p_c)``: the weighted sum
+  is divided by the number of positions, not by the sum of the weights (PyTorch's
+  ``CrossEntropyLoss(weight=...)`` divides by the summed weights of the targets instead).
+
+  Args:
+    logits: ``(batch, *spatial, classes)`` unnormalised scores.
+    labels: ``(batch, *spatial)`` integer class indices.
+    class_weights: optional ``(classes,)`` weights ``w``.
+
+  Returns:
+    ``(batch,)`` losses.
+  """
+  loss = pixelwise_softmax_cross_entropy(logits, labels)
+  if class_weights is not None:
+    class_weights = jnp.asarray(class_weights, dtype=loss.dtype)
+    if class_weights.shape != (jnp.shape(logits)[-1],):
+      raise ValueError(
+          f"class_weights must have shape ({jnp.shape(logits)[-1]},), got {class_weights.shape}")
+    loss = loss * class_weights[jnp.asarray(labels).astype(jnp.int32)]
+  return _spatial_mean(loss)
+
+
+def sigmoid_binary_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    pos_weight: float | ArrayLike | None = None,
+) -> jax.Array:
+  r"""Per-example binary cross-entropy with logits (PyTorch's ``BCEWithLogitsLoss``).
+
+  .. math:: L = \frac{1}{N} \sum_n -\left[ w_+ t_n \log \sigma(z_n)
+            + (1 - t_n) \log (1 - \sigma(z_n)) \right]
+
+  with :math:`\log(1 - \sigma(z)) = \log \sigma(-z)`, stable for any logit.
+
+  Args:
+    logits: ``(batch, *spatial)`` or ``(batch, *spatial, 1)`` scores of the foreground.
+    labels: targets in [0, 1] with the shape of ``logits`` (a trailing channel of 1 may be absent
+      from one of the two).
+    pos_weight: optional weight :math:`w_+` of the positive term.
+
+  Returns:
+    ``(batch,)`` losses.
+  """
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels, dtype=logits.dtype)
+  if logits.shape != labels.shape:
+    if logits.shape[-1:] == (1,) and logits.shape[:-1] == labels.shape:
+      logits = logits[..., 0]
+    elif labels.shape[-1:] == (1,) and labels.shape[:-1] == logits.shape:
+      labels = labels[..., 0]
+    else:
+      raise ValueError(f"logits {logits.shape} and labels {labels.shape} do not match")
+  if logits.ndim < 1:
+    raise ValueError("logits need a batch axis")
+  positive = labels * jax.nn.log_sigmoid(logits)
+  if pos_weight is not None:
+    positive = positive * pos_weight
+  loss = -(positive + (1.0 - labels) * jax.nn.log_sigmoid(-logits))
+  if loss.ndim == 1:
+    return loss
+  return _spatial_mean(loss)

@@ -1,0 +1,74 @@
+"""Tests of the sampling, batching and sharding pipeline."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxseg.data import pipeline
+
+
+def _volumes(n=3, shape=(20, 18, 6)):
+  rng = np.random.default_rng(0)
+  volumes = []
+  for i in range(n):
+    label = np.zeros(shape, np.uint8)
+    label[8:11, 7:10, 2:4] = 1 + i % 2
+    volumes.append(pipeline.Volume(image=rng.normal(size=shape).astype(np.float32), label=label,
+                                   spacing=(1.0, 1.0, 3.0), case_id=f"c{i}"))
+  return volumes
+
+
+def test_batches_are_a_pure_function_of_seed_and_epoch():
+  vols = _volumes()
+  kw = dict(batch_size=4, patch_shape=(8, 8), foreground_prob=0.5, seed=3)
+  a = list(pipeline.patch_batches(vols, epoch=1, **kw))
+  b = list(pipeline.patch_batches(vols, epoch=1, **kw))
+  c = list(pipeline.patch_batches(vols, epoch=2, **kw))
+  assert len(a) == 18 // 4  # default: one sample per axial slice, whole batches
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+  assert not all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, c))
+  assert a[0]["image"].shape == (4, 8, 8, 1) and a[0]["image"].dtype == np.float32
+  assert a[0]["label"].shape == (4, 8, 8) and a[0]["label"].dtype == np.int32
+
+
+def test_foreground_probability_one_always_contains_foreground():
+  vols = _volumes()
+  for batch in pipeline.patch_batches(vols, batch_size=2, patch_shape=(6, 6),
+                                      foreground_prob=1.0, seed=0, epoch=0,
+                                      samples_per_epoch=40):
+    assert np.all(batch["label"].reshape(2, -1).max(-1) > 0)
+  # With probability 0, most random 6x6 slices of this volume miss the small object.
+  labels = np.concatenate([b["label"] for b in pipeline.patch_batches(
+      vols, batch_size=2, patch_shape=(6, 6), foreground_prob=0.0, seed=0, epoch=0,
+      samples_per_epoch=200)])
+  assert (labels.reshape(len(labels), -1).max(-1) > 0).mean() < 0.5
+
+
+def test_patch_crop_pads_outside_the_volume_and_3d_patches():
+  vol = _volumes(1, shape=(5, 5, 4))[0]
+  rng = np.random.default_rng(0)
+  image, label = pipeline.sample_patch(vol, rng, patch_shape=(12, 12, 2), foreground_prob=1.0)
+  assert image.shape == (12, 12, 2, 1) and label.shape == (12, 12, 2)
+  assert image.min() == pytest.approx(vol.image.min())  # padded with the volume's minimum
+  assert label.sum() == vol.label[..., :].astype(bool).sum() or label.sum() > 0
+
+
+def test_sharding_over_four_devices():
+  mesh = pipeline.data_mesh()
+  assert mesh.devices.size == len(jax.devices()) == 4  # from tests/conftest.py
+  batch = {"image": np.zeros((8, 4, 4, 1), np.float32)}
+  sharded = pipeline.shard_batch(batch, mesh)
+  assert len(sharded["image"].sharding.device_set) == 4
+  assert sharded["image"].addressable_shards[0].data.shape == (2, 4, 4, 1)
+  with pytest.raises(ValueError, match="multiple of the 4 devices"):
+    pipeline.shard_batch({"image": np.zeros((6, 2))}, mesh)
+
+
+def test_volume_validation():
+  with pytest.raises(ValueError, match="differ in shape"):
+    pipeline.Volume(image=np.zeros((4, 4, 2)), label=np.zeros((4, 5, 2)), spacing=(1, 1, 1),
+                    case_id="x")
+  with pytest.raises(ValueError, match="at least one volume"):
+    next(pipeline.patch_batches([], batch_size=1, patch_shape=(2, 2), foreground_prob=0.5,
+                                seed=0, epoch=0))

@@ -1,0 +1,102 @@
+"""Tests of confusion-matrix based overlap metrics."""
+
+from absl.testing import absltest
+import chex
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg.hierarchy import PAPER_PENALTY_MATRIX
+from jaxseg.metrics import overlap
+
+
+def np_dice(pred, truth, c):
+  p, t = pred == c, truth == c
+  denom = p.sum() + t.sum()
+  return np.nan if denom == 0 else 2 * (p & t).sum() / denom
+
+
+class OverlapTest(chex.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(0)
+    self.truth = rng.integers(0, 4, size=(3, 7, 6))
+    self.pred = np.where(rng.random((3, 7, 6)) < 0.7, self.truth, rng.integers(0, 4, (3, 7, 6)))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_confusion_matrix_against_numpy(self):
+    cm = self.variant(lambda p, t: overlap.confusion_matrix(p, t, num_classes=4, axis=(1, 2)))(
+        self.pred, self.truth)
+    chex.assert_shape(cm, (3, 4, 4))
+    for case in range(3):
+      ref = np.zeros((4, 4), np.int64)
+      np.add.at(ref, (self.truth[case].ravel(), self.pred[case].ravel()), 1)
+      np.testing.assert_array_equal(cm[case], ref)
+
+  def test_values_outside_range_are_not_counted(self):
+    cm = overlap.confusion_matrix(np.array([0, 5, 1]), np.array([0, 1, -1]), num_classes=2)
+    np.testing.assert_array_equal(cm, [[1, 0], [0, 0]])
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_dice_per_class_against_numpy(self):
+    fn = self.variant(lambda p, t: overlap.dice_per_class(p, t, num_classes=5))
+    dice = fn(self.pred[0], self.truth[0])
+    chex.assert_shape(dice, (5,))
+    for c in range(5):
+      np.testing.assert_allclose(dice[c], np_dice(self.pred[0], self.truth[0], c), rtol=1e-6)
+    self.assertTrue(np.isnan(dice[4]))   # class 4 absent from both: undefined
+
+  def test_hand_computed_and_empty_policies(self):
+    truth = np.array([0, 1, 1, 1, 2, 0])
+    pred = np.array([0, 1, 1, 0, 0, 3])
+    dice = overlap.dice_per_class(pred, truth, num_classes=5)
+    np.testing.assert_allclose(dice[:4], [2 * 1 / (3 + 2), 2 * 2 / 5, 0.0, 0.0], rtol=1e-6)
+    self.assertTrue(np.isnan(dice[4]))
+    dice_one = overlap.dice_per_class(pred, truth, num_classes=5, empty="one")
+    self.assertEqual(float(dice_one[4]), 1.0)
+    with self.assertRaisesRegex(ValueError, "empty"):
+      overlap.dice_per_class(pred, truth, num_classes=5, empty="zero")
+
+  def test_precision_recall(self):
+    cm = np.array([[5, 1], [2, 4]])
+    np.testing.assert_allclose(overlap.precision_from_confusion(cm), [5 / 7, 4 / 5])
+    np.testing.assert_allclose(overlap.recall_from_confusion(cm), [5 / 6, 4 / 6])
+
+  def test_superclass_dice_equals_dice_of_union(self):
+    merged = overlap.merge_classes(overlap.confusion_matrix(self.pred, self.truth, num_classes=4),
+                                   [(1, 2)])
+    union_pred = np.where(np.isin(self.pred, [1, 2]), 1, 0)
+    union_truth = np.where(np.isin(self.truth, [1, 2]), 1, 0)
+    np.testing.assert_allclose(overlap.dice_from_confusion(merged)[1],
+                               np_dice(union_pred, union_truth, 1), rtol=1e-6)
+    self.assertTrue(np.isnan(overlap.dice_from_confusion(merged)[2]))
+    self.assertEqual(int(merged.sum()), self.pred.size)
+
+  def test_hierarchical_confusion_and_expected_cost(self):
+    cm = np.zeros((9, 9))
+    cm[1, 1], cm[1, 2], cm[4, 5] = 10, 2, 3   # bladder->bone (0.91), TZ->CG (0)
+    h = overlap.hierarchical_confusion_matrix(cm, PAPER_PENALTY_MATRIX)
+    self.assertAlmostEqual(float(h[1, 2]), 2 * 1.91, places=5)
+    self.assertAlmostEqual(float(h[4, 5]), 3.0, places=5)
+    self.assertAlmostEqual(float(h[1, 1]), 10.0, places=5)
+    cost = overlap.expected_hierarchical_cost(cm, PAPER_PENALTY_MATRIX)
+    self.assertAlmostEqual(float(cost), 2 * 0.91 / 15, places=6)
+    self.assertTrue(np.isnan(overlap.expected_hierarchical_cost(np.zeros((9, 9)),
+                                                                PAPER_PENALTY_MATRIX)))
+
+  def test_nan_mean_with_count(self):
+    mean, undefined = overlap.nan_mean_with_count([[1.0, np.nan], [0.5, 0.25]], axis=0)
+    np.testing.assert_allclose(mean, [0.75, 0.25])
+    np.testing.assert_array_equal(undefined, [0, 1])
+
+  def test_shape_errors(self):
+    with self.assertRaisesRegex(ValueError, "shape"):
+      overlap.confusion_matrix(np.zeros(3), np.zeros(4), num_classes=2)
+    with self.assertRaisesRegex(ValueError, "trailing"):
+      overlap.confusion_matrix(np.zeros((2, 3)), np.zeros((2, 3)), num_classes=2, axis=0)
+    with self.assertRaisesRegex(ValueError, "penalty"):
+      overlap.hierarchical_confusion_matrix(jnp.zeros((3, 3)), PAPER_PENALTY_MATRIX)
+
+
+if __name__ == "__main__":
+  absltest.main()

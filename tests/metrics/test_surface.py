@@ -1,0 +1,504 @@
+"""Tests for jaxseg.metrics.surface: hand-computed cases and a brute-force NumPy reference."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from jaxseg.metrics import surface
+
+# ---------------------------------------------------------------------------------------------
+# Independent reference: surface by explicit neighbour checks, distances from all pairs.
+
+
+def _ref_surface(mask: np.ndarray, connectivity: int | None = None) -> np.ndarray:
+  """Foreground voxels with a background neighbour (outside the image counts as background)."""
+  mask = np.asarray(mask, bool)
+  conn = mask.ndim if connectivity is None else connectivity
+  padded = np.pad(mask, 1, constant_values=False)
+  has_bg_neighbour = np.zeros(mask.shape, bool)
+  for offset in itertools.product((-1, 0, 1), repeat=mask.ndim):
+    n_nonzero = sum(o != 0 for o in offset)
+    if n_nonzero == 0 or n_nonzero > conn:
+      continue
+    window = tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, mask.shape))
+    has_bg_neighbour |= ~padded[window]
+  return mask & has_bg_neighbour
+
+
+def _ref_directed(a, b, spacing, connectivity=None):
+  pa = np.argwhere(_ref_surface(a, connectivity)) * np.asarray(spacing, np.float64)
+  pb = np.argwhere(_ref_surface(b, connectivity)) * np.asarray(spacing, np.float64)
+  d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
+  return d.min(axis=1), d.min(axis=0)
+
+
+def _ref_hd(a, b, spacing, q, method, connectivity=None):
+  d_ab, d_ba = _ref_directed(a, b, spacing, connectivity)
+  if method == "max_directed":
+    return max(np.percentile(d_ab, q), np.percentile(d_ba, q))
+  return np.percentile(np.concatenate([d_ab, d_ba]), q)
+
+
+def _ref_asd(a, b, spacing, method, connectivity=None):
+  d_ab, d_ba = _ref_directed(a, b, spacing, connectivity)
+  if method == "pooled":
+    return np.concatenate([d_ab, d_ba]).mean()
+  return 0.5 * (d_ab.mean() + d_ba.mean())
+
+
+def _random_mask(rng, shape, n_boxes=3):
+  """Union of random boxes plus a few random voxels: convex, concave and isolated parts."""
+  m = np.zeros(shape, bool)
+  for _ in range(n_boxes):
+    lo = [rng.integers(0, s - 1) for s in shape]
+    hi = [rng.integers(l + 1, s + 1) for l, s in zip(lo, shape)]
+    m[tuple(slice(l, h) for l, h in zip(lo, hi))] = True
+  m |= rng.random(shape) < 0.03
+  return m
+
+
+def _square(shape, lo, size):
+  m = np.zeros(shape, bool)
+  m[tuple(slice(l, l + size) for l in lo)] = True
+  return m
+
+
+# ---------------------------------------------------------------------------------------------
+# Surface voxels.
+
+
+def test_surface_of_square_full_and_face_connectivity():
+  m = np.zeros((7, 7), bool)
+  m[1:6, 1:6] = True  # 5x5 square
+  ring = m.copy()
+  ring[2:5, 2:5] = False
+  np.testing.assert_array_equal(surface.surface_voxels(m), ring)
+  np.testing.assert_array_equal(surface.surface_voxels(m, connectivity=1), ring)
+  # A diamond distinguishes the two: full connectivity also takes diagonal-touching voxels.
+  diamond = np.add.outer(np.abs(np.arange(-3, 4)), np.abs(np.arange(-3, 4))) <= 3
+  full = surface.surface_voxels(diamond)
+  face = surface.surface_voxels(diamond, connectivity=1)
+  np.testing.assert_array_equal(full, _ref_surface(diamond))
+  np.testing.assert_array_equal(face, _ref_surface(diamond, 1))
+  assert face.sum() == 12 and full.sum() == 20  # |x|+|y| == 3, resp. |x|+|y| in {2, 3}
+  assert np.all(face <= full)
+
+
+def test_surface_touching_border_and_full_foreground():
+  m = np.ones((4, 5), bool)
+  expected = np.ones((4, 5), bool)
+  expected[1:3, 1:4] = False
+  np.testing.assert_array_equal(surface.surface_voxels(m), expected)
+  m3 = np.zeros((5, 5, 5), bool)
+  m3[:3, :, 1:4] = True  # touches x = 0 and both y borders
+  np.testing.assert_array_equal(surface.surface_voxels(m3), _ref_surface(m3))
+  assert surface.surface_voxels(m3)[0, 2, 2]
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_surface_random_matches_reference(ndim):
+  rng = np.random.default_rng(ndim)
+  shape = (9, 10) if ndim == 2 else (7, 8, 6)
+  for _ in range(5):
+    m = _random_mask(rng, shape)
+    for conn in range(1, ndim + 1):
+      np.testing.assert_array_equal(
+          surface.surface_voxels(m, connectivity=conn), _ref_surface(m, conn))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-computed distances.
+
+
+@pytest.mark.parametrize("method", ["max_directed", "pooled"])
+@pytest.mark.parametrize("q", [0.0, 50.0, 95.0, 100.0])
+def test_two_single_voxels_anisotropic(method, q):
+  a = np.zeros((6, 7, 5), bool)
+  b = np.zeros((6, 7, 5), bool)
+  a[1, 1, 1] = True
+  b[4, 5, 3] = True
+  spacing = (0.5, 2.0, 3.0)
+  expected = math.sqrt((3 * 0.5) ** 2 + (4 * 2.0) ** 2 + (2 * 3.0) ** 2)
+  assert surface.hausdorff_distance(a, b, spacing=spacing, percentile=q, method=method) == (
+      pytest.approx(expected, rel=1e-12))
+  assert surface.average_surface_distance(a, b, spacing=spacing) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("axis, k", [(0, 1), (0, 3), (1, 2), (1, 4)])
+def test_square_shifted_by_k(axis, k):
+  spacing = (0.7, 1.3)
+  a = _square((20, 20), (5, 5), 5)
+  b = np.roll(a, k, axis=axis)
+  for method in ("max_directed", "pooled"):
+    hd = surface.hausdorff_distance(a, b, spacing=spacing, percentile=100, method=method)
+    assert hd == pytest.approx(k * spacing[axis], rel=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_cube_shifted_along_slices(k):
+  spacing = (0.5, 0.5, 3.0)
+  a = _square((10, 10, 12), (3, 3, 2), 4)
+  b = np.roll(a, k, axis=2)
+  hd = surface.hausdorff_distance(a, b, spacing=spacing, percentile=100)
+  assert hd == pytest.approx(k * 3.0, rel=1e-12)
+
+
+def test_nested_squares_hand_computed():
+  # A: 3x3 square, B: concentric 7x7 square, unit spacing, full connectivity.
+  a = _square((11, 11), (4, 4), 3)
+  b = _square((11, 11), (2, 2), 7)
+  s5, s8 = math.sqrt(5), math.sqrt(8)
+  d_ab, d_ba = surface.surface_distances(a, b, spacing=(1.0, 1.0))
+  np.testing.assert_allclose(d_ab, np.full(8, 2.0))  # every ring voxel of A is 2 from B's ring
+  # B's ring (24 voxels): per side [s8, s5, 2, 2, 2, s5, s8], corners shared.
+  np.testing.assert_allclose(np.sort(d_ba), [2.0] * 12 + [s5] * 8 + [s8] * 4)
+  hd = lambda **kw: surface.hausdorff_distance(a, b, spacing=(1.0, 1.0), **kw)
+  assert hd(percentile=100) == pytest.approx(s8)
+  assert hd(percentile=100, method="pooled") == pytest.approx(s8)
+  # q = 50: D_BA position 11.5 -> 2 + 0.5 (s5 - 2); pooled (32 values) position 15.5 -> 2.
+  assert hd(percentile=50) == pytest.approx(2 + 0.5 * (s5 - 2))
+  assert hd(percentile=50, method="pooled") == pytest.approx(2.0)
+  sum_ba = 24 + 8 * s5 + 4 * s8
+  asd = lambda m: surface.average_surface_distance(a, b, spacing=(1.0, 1.0), method=m)
+  assert asd("pooled") == pytest.approx((16 + sum_ba) / 32)
+  assert asd("mean_directed") == pytest.approx(0.5 * (2 + sum_ba / 24))
+
+
+def test_nested_cubes_3d():
+  a = _square((11, 11, 11), (4, 4, 4), 3)
+  b = _square((11, 11, 11), (2, 2, 2), 7)
+  assert surface.hausdorff_distance(a, b, spacing=(1, 1, 1), percentile=100) == pytest.approx(
+      math.sqrt(12))
+  d_ab, _ = surface.surface_distances(a, b, spacing=(1, 1, 1))
+  np.testing.assert_allclose(d_ab, np.full(26, 2.0))
+  spacing = (0.6, 1.1, 2.5)
+  for method in ("max_directed", "pooled"):
+    for q in (50, 95, 100):
+      assert surface.hausdorff_distance(a, b, spacing=spacing, percentile=q, method=method) == (
+          pytest.approx(_ref_hd(a, b, spacing, q, method), rel=1e-12))
+
+
+def test_percentile_methods_differ_on_a_line():
+  # A: one pixel; B: a 1-pixel-wide segment of 10 starting at A. D_AB = [0], D_BA = [0..9] * s.
+  a = np.zeros((5, 14), bool)
+  b = np.zeros((5, 14), bool)
+  a[2, 2] = True
+  b[2, 2:12] = True
+  s = 0.25
+  spacing = (2.0, s)
+  hd = lambda q, m: surface.hausdorff_distance(a, b, spacing=spacing, percentile=q, method=m)
+  assert hd(50, "max_directed") == pytest.approx(4.5 * s)
+  assert hd(50, "pooled") == pytest.approx(4.0 * s)  # [0, 0, 1, ..., 9]: position 5 -> 4
+  assert hd(95, "max_directed") == pytest.approx(8.55 * s)
+  assert hd(95, "pooled") == pytest.approx(8.5 * s)
+  assert hd(100, "max_directed") == hd(100, "pooled") == pytest.approx(9 * s)
+  avg = lambda m: surface.average_surface_distance(a, b, spacing=spacing, method=m)
+  assert avg("pooled") == pytest.approx(45 * s / 11)
+  assert avg("mean_directed") == pytest.approx(0.5 * 4.5 * s)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("connectivity", [1, None])
+def test_random_masks_match_brute_force(ndim, connectivity):
+  rng = np.random.default_rng(10 + ndim)
+  shape = (14, 12) if ndim == 2 else (9, 10, 6)
+  spacing = (0.5, 0.9) if ndim == 2 else (0.5, 0.7, 3.0)
+  n_differ = 0
+  for _ in range(4):
+    a, b = _random_mask(rng, shape), _random_mask(rng, shape)
+    d_ab, d_ba = surface.surface_distances(a, b, spacing=spacing, connectivity=connectivity)
+    r_ab, r_ba = _ref_directed(a, b, spacing, connectivity)
+    np.testing.assert_allclose(d_ab, r_ab, rtol=1e-12)
+    np.testing.assert_allclose(d_ba, r_ba, rtol=1e-12)
+    for q in (0, 37.5, 95, 100):
+      got = {}
+      for method in ("max_directed", "pooled"):
+        got[method] = surface.hausdorff_distance(
+            a, b, spacing=spacing, percentile=q, method=method, connectivity=connectivity)
+        assert got[method] == pytest.approx(
+            _ref_hd(a, b, spacing, q, method, connectivity), rel=1e-12)
+      n_differ += not math.isclose(got["max_directed"], got["pooled"])
+      assert got["max_directed"] >= got["pooled"] - 1e-12  # P_q of a union <= max of the P_q
+    for method in ("pooled", "mean_directed"):
+      assert surface.average_surface_distance(
+          a, b, spacing=spacing, method=method, connectivity=connectivity) == pytest.approx(
+              _ref_asd(a, b, spacing, method, connectivity), rel=1e-12)
+  assert n_differ > 0  # the cases really separate the two methods
+
+
+def test_crop_does_not_change_distances():
+  # Objects far from each other and from the borders, and touching corners: compare with the
+  # EDT of the whole, uncropped image.
+  rng = np.random.default_rng(3)
+  spacing = np.array([0.5, 0.5, 3.0])
+  for _ in range(3):
+    a = np.zeros((30, 28, 8), bool)
+    b = np.zeros((30, 28, 8), bool)
+    a[2:6, 20:27, 1:3] = True
+    b[18:30, 0:5, 5:8] = True
+    a |= rng.random(a.shape) < 0.002
+    sa, sb = _ref_surface(a), _ref_surface(b)
+    full_ab = ndimage.distance_transform_edt(~sb, sampling=spacing)[sa]
+    full_ba = ndimage.distance_transform_edt(~sa, sampling=spacing)[sb]
+    d_ab, d_ba = surface.surface_distances(a, b, spacing=spacing)
+    np.testing.assert_allclose(d_ab, full_ab, rtol=1e-12)
+    np.testing.assert_allclose(d_ba, full_ba, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties and edge cases.
+
+
+@pytest.mark.parametrize("method", ["max_directed", "pooled"])
+def test_symmetric(method):
+  rng = np.random.default_rng(7)
+  for shape, spacing in (((12, 13), (0.3, 1.7)), ((8, 9, 5), (1.0, 0.4, 2.0))):
+    a, b = _random_mask(rng, shape), _random_mask(rng, shape)
+    for q in (50, 95, 100):
+      hd_ab = surface.hausdorff_distance(a, b, spacing=spacing, percentile=q, method=method)
+      hd_ba = surface.hausdorff_distance(b, a, spacing=spacing, percentile=q, method=method)
+      assert hd_ab == pytest.approx(hd_ba, rel=1e-12)
+    for m in ("pooled", "mean_directed"):
+      assert surface.average_surface_distance(a, b, spacing=spacing, method=m) == pytest.approx(
+          surface.average_surface_distance(b, a, spacing=spacing, method=m), rel=1e-12)
+
+
+def test_identical_masks_give_zero():
+  rng = np.random.default_rng(0)
+  for shape in ((10, 11), (6, 7, 5)):
+    m = _random_mask(rng, shape)
+    sp = (0.5,) * len(shape)
+    for method in ("max_directed", "pooled"):
+      assert surface.hausdorff_distance(m, m, spacing=sp, percentile=100, method=method) == 0.0
+    assert surface.average_surface_distance(m, m, spacing=sp) == 0.0
+
+
+def test_empty_masks_give_nan():
+  empty = np.zeros((6, 6), bool)
+  full = _square((6, 6), (1, 1), 3)
+  for a, b in ((empty, full), (full, empty), (empty, empty)):
+    for method in ("max_directed", "pooled"):
+      assert math.isnan(surface.hausdorff_distance(a, b, spacing=(1, 1), method=method))
+    for method in ("pooled", "mean_directed"):
+      assert math.isnan(surface.average_surface_distance(a, b, spacing=(1, 1), method=method))
+  # Distances *to* an empty mask are +inf (scipy's EDT of an all-True input would be finite).
+  d_ab, d_ba = surface.surface_distances(full, empty, spacing=(1, 1))
+  assert d_ab.shape == (8,) and np.all(np.isinf(d_ab))
+  assert d_ba.shape == (0,)
+  d_ab, d_ba = surface.surface_distances(empty, empty, spacing=(1, 1))
+  assert d_ab.shape == d_ba.shape == (0,)
+
+
+def test_edt_without_background_is_inf():
+  # scipy.ndimage.distance_transform_edt returns finite nonsense here; the helper must not.
+  assert np.all(np.isinf(surface._edt(np.ones((3, 4), bool), np.array([0.5, 2.0]))))
+  out = surface._edt(np.array([[True, False, True]]), np.array([1.0, 2.0]))
+  np.testing.assert_allclose(out, [[2.0, 0.0, 2.0]])
+
+
+def test_no_background_full_foreground_masks():
+  full = np.ones((5, 7), bool)
+  assert surface.hausdorff_distance(full, full, spacing=(1, 1), percentile=100) == 0.0
+  # Full 5x5 image against its centre pixel, spacing (1, 2): corners are sqrt(2^2 + 4^2) away,
+  # the centre is 2 away from the nearest border pixel (along axis 0).
+  a = np.ones((5, 5), bool)
+  b = np.zeros((5, 5), bool)
+  b[2, 2] = True
+  d_ab, d_ba = surface.surface_distances(a, b, spacing=(1.0, 2.0))
+  assert d_ab.shape == (16,)
+  np.testing.assert_allclose(d_ba, [2.0])
+  assert d_ab.max() == pytest.approx(math.sqrt(20))
+  assert surface.hausdorff_distance(a, b, spacing=(1.0, 2.0), percentile=100) == pytest.approx(
+      math.sqrt(20))
+
+
+def test_mask_touching_border():
+  a = np.zeros((10, 10), bool)
+  b = np.zeros((10, 10), bool)
+  a[:, :5] = True  # touches three borders
+  b[:, :7] = True
+  spacing = (1.0, 1.5)
+  d_ab, d_ba = surface.surface_distances(a, b, spacing=spacing)
+  r_ab, r_ba = _ref_directed(a, b, spacing)
+  np.testing.assert_allclose(d_ab, r_ab)
+  np.testing.assert_allclose(d_ba, r_ba)
+  # B's surface includes column 0 and rows 0/9 (the border), so A's border voxels are at 0 and the
+  # far column 4 of A is 2 columns from B's column 6; B's column 6 is 2 columns from A's column 4.
+  assert d_ab.max() == pytest.approx(2 * 1.5)
+  assert surface.hausdorff_distance(a, b, spacing=spacing, percentile=100) == pytest.approx(3.0)
+
+
+def test_numeric_masks_are_accepted():
+  a = _square((8, 8), (1, 1), 3)
+  b = _square((8, 8), (2, 3), 4)
+  ref = surface.hausdorff_distance(a, b, spacing=(1, 1))
+  assert surface.hausdorff_distance(a.astype(np.uint8), b.astype(np.float32), spacing=[1, 1]) == (
+      ref)
+  assert isinstance(ref, float)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-case aggregation.
+
+
+def _slice_stack():
+  """One case of 4 slices: shifts of 1 and 2 along x, both empty, prediction empty."""
+  shape = (12, 12, 4)
+  pred = np.zeros(shape, bool)
+  truth = np.zeros(shape, bool)
+  sq = _square((12, 12), (3, 3), 4)
+  pred[..., 0], truth[..., 0] = sq, np.roll(sq, 1, axis=0)
+  pred[..., 1], truth[..., 1] = sq, np.roll(sq, 2, axis=0)
+  truth[..., 3] = sq
+  return pred, truth
+
+
+def test_per_slice_skip_modes():
+  pred, truth = _slice_stack()
+  clean_p, clean_t = pred[..., :2], truth[..., :2]  # a second case with only defined slices
+  spacing = (0.5, 0.8, 3.0)
+  kw = dict(spacing=spacing, percentile=100, per_slice=True)
+  expected = 0.5 * (1 * 0.5 + 2 * 0.5)  # mean over slices of k * sx
+
+  r = surface.hd95_per_case([pred, clean_p], [truth, clean_t], skip_empty_slices=True, **kw)
+  np.testing.assert_allclose(r.values, [expected, expected])
+  np.testing.assert_array_equal(r.n_slices, [2, 2])
+  np.testing.assert_array_equal(r.n_skipped_slices, [2, 0])
+  np.testing.assert_array_equal(r.n_undefined_slices, [0, 0])
+  assert r.n_undefined == 0 and r.n_defined == 2 and r.mean_defined() == pytest.approx(expected)
+  assert surface.hd95_per_case(
+      [pred], [truth], skip_empty_slices="either", **kw).values[0] == pytest.approx(expected)
+
+  r = surface.hd95_per_case([pred, clean_p], [truth, clean_t], skip_empty_slices="both", **kw)
+  assert math.isnan(r.values[0]) and r.values[1] == pytest.approx(expected)
+  np.testing.assert_array_equal(r.n_skipped_slices, [1, 0])
+  np.testing.assert_array_equal(r.n_undefined_slices, [1, 0])
+  np.testing.assert_array_equal(r.defined, [False, True])
+  assert r.n_undefined == 1 and r.mean_defined() == pytest.approx(expected)
+
+  r = surface.hd95_per_case([pred, clean_p], [truth, clean_t], skip_empty_slices=False, **kw)
+  assert math.isnan(r.values[0]) and r.values[1] == pytest.approx(expected)
+  np.testing.assert_array_equal(r.n_slices, [4, 2])
+  np.testing.assert_array_equal(r.n_skipped_slices, [0, 0])
+  np.testing.assert_array_equal(r.n_undefined_slices, [2, 0])
+  assert r.n_undefined == 1
+
+
+def test_per_slice_all_slices_skipped_is_undefined():
+  pred = np.zeros((6, 6, 3), bool)
+  truth = np.zeros((6, 6, 3), bool)
+  truth[2:4, 2:4, :] = True
+  r = surface.hd95_per_case(pred[None], truth[None], spacing=(1, 1, 1), per_slice=True,
+                            skip_empty_slices=True)
+  assert r.n_undefined == 1 and math.isnan(r.values[0]) and r.n_slices[0] == 0
+  assert math.isnan(r.mean_defined())
+
+
+def test_per_slice_matches_2d_function_per_slice():
+  rng = np.random.default_rng(5)
+  pred = np.stack([_random_mask(rng, (10, 9)) for _ in range(3)], axis=-1)
+  truth = np.stack([_random_mask(rng, (10, 9)) for _ in range(3)], axis=-1)
+  spacing = (0.4, 0.6, 5.0)
+  for method in ("max_directed", "pooled"):
+    r = surface.hd95_per_case([pred], [truth], spacing=spacing, per_slice=True, method=method)
+    per_slice = [surface.hausdorff_distance(pred[..., k], truth[..., k], spacing=spacing[:2],
+                                            method=method) for k in range(3)]
+    assert r.values[0] == pytest.approx(np.mean(per_slice), rel=1e-12)
+    asd = surface.average_surface_distance_per_case(
+        [pred], [truth], spacing=spacing, per_slice=True)
+    assert asd.values[0] == pytest.approx(np.mean([
+        _ref_asd(pred[..., k], truth[..., k], spacing[:2], "pooled") for k in range(3)]))
+
+
+def test_per_case_3d_counts_undefined_and_accepts_layouts():
+  rng = np.random.default_rng(9)
+  shape = (8, 9, 4)
+  preds = np.stack([_random_mask(rng, shape) for _ in range(3)])
+  truths = np.stack([_random_mask(rng, shape) for _ in range(3)])
+  preds[1] = False  # undefined case
+  spacing = (0.5, 0.5, 3.0)
+  r = surface.hd95_per_case(preds, truths, spacing=spacing, method="pooled")
+  assert r.n_slices is None and r.n_cases == 3
+  assert r.n_undefined == 1 and r.n_defined == 2
+  np.testing.assert_array_equal(r.defined, [True, False, True])
+  for i in (0, 2):
+    assert r.values[i] == pytest.approx(_ref_hd(preds[i], truths[i], spacing, 95, "pooled"))
+  assert r.mean_defined() == pytest.approx(np.mean(r.values[[0, 2]]))
+  # Per-case spacings and lists of differently shaped cases.
+  per_case_sp = [(0.5, 0.5, 3.0), (1.0, 1.0, 1.0)]
+  other = _random_mask(rng, (6, 5, 3))
+  other_truth = other ^ (rng.random(other.shape) < 0.2)
+  r2 = surface.hd95_per_case([preds[0], other], [truths[0], other_truth], spacing=per_case_sp)
+  for i, (p, t) in enumerate([(preds[0], truths[0]), (other, other_truth)]):
+    assert r2.values[i] == pytest.approx(_ref_hd(p, t, per_case_sp[i], 95, "max_directed"))
+  assert np.isfinite(r2.values[1])
+  asd = surface.average_surface_distance_per_case(preds, truths, spacing=spacing)
+  assert asd.n_undefined == 1
+  assert asd.values[0] == pytest.approx(_ref_asd(preds[0], truths[0], spacing, "pooled"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation.
+
+
+@pytest.mark.parametrize("pred, truth, spacing, kwargs, match", [
+    (np.zeros((4, 4)), np.zeros((4, 5)), (1, 1), {}, "same shape"),
+    (np.zeros(4), np.zeros(4), (1,), {}, "2D or 3D"),
+    (np.zeros((2, 2, 2, 2)), np.zeros((2, 2, 2, 2)), (1, 1, 1, 1), {}, "2D or 3D"),
+    (np.zeros((0, 4)), np.zeros((0, 4)), (1, 1), {}, "empty arrays"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, 1, 1), {}, "one value per axis"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, 0), {}, "finite and > 0"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, -1), {}, "finite and > 0"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, np.nan), {}, "finite and > 0"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, np.inf), {}, "finite and > 0"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), ("a", 1), {}, "spacing"),
+    (np.full((4, 4), 0.5), np.zeros((4, 4)), (1, 1), {}, "binary mask"),
+    (np.zeros((4, 4)), np.full((4, 4), 2), (1, 1), {}, "binary mask"),
+    (np.zeros((4, 4)), np.full((4, 4), np.nan), (1, 1), {}, "binary mask"),
+    (np.full((4, 4), "a"), np.zeros((4, 4)), (1, 1), {}, "dtype"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, 1), {"method": "mean"}, "method"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, 1), {"percentile": 101}, "percentile"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, 1), {"percentile": -1}, "percentile"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, 1), {"percentile": None}, "percentile"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, 1), {"connectivity": 3}, "connectivity"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), (1, 1), {"connectivity": 0}, "connectivity"),
+])
+def test_hausdorff_validation(pred, truth, spacing, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    surface.hausdorff_distance(pred, truth, spacing=spacing, **kwargs)
+
+
+def test_other_validation():
+  m = np.zeros((4, 4), bool)
+  with pytest.raises(ValueError, match="method"):
+    surface.average_surface_distance(m, m, spacing=(1, 1), method="max_directed")
+  with pytest.raises(ValueError, match="spacing"):
+    surface.surface_distances(m, m, spacing=(1,))
+  with pytest.raises(ValueError, match="2D or 3D"):
+    surface.surface_voxels(np.zeros(3, bool))
+  m3 = np.zeros((2, 4, 4, 3), bool)
+  with pytest.raises(ValueError, match="2 predictions but 1"):
+    surface.hd95_per_case(m3, m3[:1], spacing=(1, 1, 1))
+  with pytest.raises(ValueError, match="no cases"):
+    surface.hd95_per_case([], [], spacing=(1, 1, 1))
+  with pytest.raises(ValueError, match="case 1: pred and truth must have the same shape"):
+    surface.hd95_per_case([m3[0], m3[0]], [m3[0], m3[0, :3]], spacing=(1, 1, 1))
+  with pytest.raises(ValueError, match="per_slice=True needs 3D"):
+    surface.hd95_per_case([m], [m], spacing=(1, 1), per_slice=True)
+  with pytest.raises(ValueError, match="only applies with per_slice"):
+    surface.hd95_per_case(m3, m3, spacing=(1, 1, 1), skip_empty_slices=True)
+  with pytest.raises(ValueError, match="skip_empty_slices"):
+    surface.hd95_per_case(m3, m3, spacing=(1, 1, 1), per_slice=True, skip_empty_slices="some")
+  with pytest.raises(ValueError, match="skip_empty_slices"):
+    surface.hd95_per_case(m3, m3, spacing=(1, 1, 1), per_slice=True, skip_empty_slices=1)
+  with pytest.raises(ValueError, match="one per case"):
+    surface.hd95_per_case(m3, m3, spacing=np.ones((3, 3)))
+  with pytest.raises(ValueError, match="connectivity"):
+    surface.hd95_per_case(m3, m3, spacing=(1, 1, 1), per_slice=True, connectivity=3)
+  with pytest.raises(ValueError, match="percentile"):
+    surface.hd95_per_case(m3, m3, spacing=(1, 1, 1), percentile=float("nan"))
