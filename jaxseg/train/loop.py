@@ -121,7 +121,7 @@ class Trainer:
                           params=optax.apply_updates(state.params, param_updates),
                           batch_stats=updates.get("batch_stats", state.batch_stats),
                           opt_state=opt_state)
-    return state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   def _eval_loss(self, variables, batch, loss_params):
     outputs = self.model.apply(variables, *self.model_inputs(batch), train=False)

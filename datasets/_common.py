@@ -1,0 +1,218 @@
+"""Helpers shared by the tfds builders of jaxseg.
+
+Every builder of the project is a `tfds.core.GeneratorBasedBuilder` whose features are
+`tfds.features.Tensor` (volumes zlib-encoded) and `Text`, written as ``array_record`` and read
+with ``as_data_source()``: this path needs no TensorFlow (REFERENCE, platform facts).
+
+* `JaxsegBuilderConfig`: a `BuilderConfig` whose settings are dataclass fields. ``replace``
+  returns a copy with other settings and a *distinct* name derived from a fingerprint of the
+  settings, so cached builds of different settings never share a directory.
+* `prepare`: builds a dataset (if it is not built yet) and reads every split into memory as
+  lists of dicts of NumPy arrays.
+* `missing_manual_data`: the `FileNotFoundError` to raise when manual data are missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "JaxsegBuilderConfig",
+    "default_data_dir",
+    "missing_manual_data",
+    "prepare",
+    "to_numpy_example",
+]
+
+DATA_DIR_ENV = "JAXSEG_DATA_DIR"
+"""Environment variable that overrides the default tfds data directory."""
+
+_BASE_FIELDS = frozenset(f.name for f in dataclasses.fields(tfds.core.BuilderConfig))
+
+
+def default_data_dir() -> str:
+  """``$JAXSEG_DATA_DIR`` if set and non-empty, else ``~/.cache/jaxseg/tfds``."""
+  env = os.environ.get(DATA_DIR_ENV, "").strip()
+  if env:
+    return os.path.expanduser(env)
+  return os.path.join(os.path.expanduser("~"), ".cache", "jaxseg", "tfds")
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, (tuple, list)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, Mapping):
+    return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+  return value
+
+
+@dataclasses.dataclass(eq=False)
+class JaxsegBuilderConfig(tfds.core.BuilderConfig):
+  """Base of the project's builder configs: settings are extra dataclass fields.
+
+  Subclasses add their settings as fields with defaults. ``settings()`` returns them (the
+  fields that tfds' `BuilderConfig` does not define), ``fingerprint()`` hashes them, and
+  ``replace(**changes)`` makes a custom config named ``f"{name}_{fingerprint[:10]}"``.
+  """
+
+  def settings(self) -> dict[str, Any]:
+    """The config's own settings (all fields but tfds' name/version/description/...)."""
+    return {
+        f.name: _jsonable(getattr(self, f.name))
+        for f in dataclasses.fields(self)
+        if f.name not in _BASE_FIELDS
+    }
+
+  def fingerprint(self) -> str:
+    """SHA-256 (hex) of the settings and the version: equal iff the built data are equal."""
+    payload = json.dumps(
+        {"settings": self.settings(), "version": str(self.version)}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+  def replace(self, *, name: str | None = None, **changes: Any) -> JaxsegBuilderConfig:
+    """A copy with ``changes`` applied and a distinct name.
+
+    Args:
+      name: name of the new config; by default the base name (this config's name without a
+        previous fingerprint suffix) plus ``_`` and 10 hex digits of the new settings'
+        fingerprint, so two configs share a name only when they build the same data.
+      **changes: new values of settings fields.
+
+    Returns:
+      The new config.
+    """
+    unknown = set(changes) - set(self.settings())
+    if unknown:
+      raise ValueError(
+          f"Unknown setting(s) {sorted(unknown)} for {type(self).__name__}; "
+          f"known: {sorted(self.settings())}."
+      )
+    new = dataclasses.replace(self, **changes)
+    base = re.sub(r"_[0-9a-f]{10}$", "", self.name)
+    if name is None:
+      if new.settings() == self.settings():
+        return self
+      name = f"{base}_{new.fingerprint()[:10]}"
+    new.name = name
+    new.description = f"Custom config derived from {base!r}; settings: {new.settings()}."
+    return new
+
+
+def missing_manual_data(
+    *,
+    dataset: str,
+    source: str,
+    manual_dir: str | os.PathLike[str] | None,
+    layout: str,
+    missing: Iterable[str] = (),
+    problem: str | None = None,
+) -> FileNotFoundError:
+  """The error for manual data that are absent or incomplete.
+
+  Args:
+    dataset: dataset name, e.g. ``"male_pelvic_mr (config zenodo)"``.
+    source: what to download, e.g. ``"data.zip from https://zenodo.org/records/7013610"``.
+    manual_dir: where the data were looked for (and should be put).
+    layout: the expected layout under ``manual_dir`` (multi-line text).
+    missing: the paths that were missing (at most 20 are listed).
+    problem: optional one-line statement of what is wrong (default: missing files).
+
+  Returns:
+    A `FileNotFoundError` (to be raised by the caller) with all of that in its message.
+  """
+  missing = list(missing)
+  where = os.fspath(manual_dir) if manual_dir is not None else "<no manual_dir given>"
+  lines = [problem or f"Manual data for {dataset} are missing or incomplete in {where}."]
+  if missing:
+    shown = missing[:20]
+    lines.append(f"Missing ({len(missing)}): " + ", ".join(shown))
+    if len(missing) > len(shown):
+      lines[-1] += f", ... ({len(missing) - len(shown)} more)"
+  lines.append(f"Download {source}, and put it in the manual directory {where}")
+  lines.append("(pass it as manual_dir=...) with this layout:")
+  lines.extend("  " + line for line in layout.strip("\n").splitlines())
+  return FileNotFoundError("\n".join(lines))
+
+
+def to_numpy_example(example: Mapping[str, Any]) -> dict[str, Any]:
+  """Converts a decoded example to NumPy arrays, with ``Text`` bytes decoded to ``str``."""
+  out: dict[str, Any] = {}
+  for key, value in example.items():
+    if isinstance(value, Mapping):
+      out[key] = to_numpy_example(value)
+    elif isinstance(value, bytes):
+      out[key] = value.decode("utf-8")
+    elif isinstance(value, np.ndarray) and value.dtype.kind in ("S", "O") and value.ndim == 0:
+      item = value.item()
+      out[key] = item.decode("utf-8") if isinstance(item, bytes) else item
+    else:
+      out[key] = np.asarray(value)
+  return out
+
+
+def prepare(
+    builder_cls: type[tfds.core.DatasetBuilder],
+    *,
+    config: str | tfds.core.BuilderConfig | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    manual_dir: str | os.PathLike[str] | None = None,
+    sort_key: str = "case_id",
+) -> dict[str, list[dict[str, Any]]]:
+  """Builds a dataset if needed and reads every split fully into memory.
+
+  Runs ``download_and_prepare`` with ``file_format="array_record"`` (no TensorFlow needed) and
+  a ``tfds.download.DownloadConfig(manual_dir=manual_dir)`` (GCS look-ups off), then reads each
+  split with ``builder.as_data_source()``.
+
+  Args:
+    builder_cls: the builder class.
+    config: config name or object (None: the builder's default).
+    data_dir: tfds data directory; default `default_data_dir()`.
+    manual_dir: directory holding manually downloaded data, for configs that need it.
+    sort_key: feature by which each split's examples are sorted (deterministic order).
+
+  Returns:
+    ``{split: [example, ...]}`` with examples as dicts of NumPy arrays (strings as ``str``).
+
+  Raises:
+    ValueError: a build with the same config name but different settings (as recorded in
+      its metadata) already exists in ``data_dir``.
+  """
+  data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+  builder = builder_cls(config=config, data_dir=data_dir, file_format="array_record")
+  cfg = builder.builder_config
+  if isinstance(cfg, JaxsegBuilderConfig) and builder.is_prepared():
+    stored = (builder.info.metadata or {}).get("config_fingerprint")
+    if stored is not None and stored != cfg.fingerprint():
+      raise ValueError(
+          f"The build of {builder.name}/{cfg.name} in {builder.data_dir} was made with "
+          "different settings; give a custom config a distinct name (use config.replace(...)) "
+          "or delete that directory."
+      )
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=os.fspath(manual_dir) if manual_dir is not None else None,
+      try_download_gcs=False,
+  )
+  builder.download_and_prepare(file_format="array_record", download_config=download_config)
+  sources = builder.as_data_source()
+  result: dict[str, list[dict[str, Any]]] = {}
+  for split in sorted(sources):
+    source = sources[split]
+    examples = [to_numpy_example(source[i]) for i in range(len(source))]
+    if examples and sort_key in examples[0]:
+      examples.sort(key=lambda ex: ex[sort_key])
+    result[split] = examples
+  return result
