@@ -38,6 +38,7 @@ from jaxseg.losses.hierarchical import expected_cost_cross_entropy, hierarchical
 from jaxseg.metrics import overlap
 from jaxseg.models.unet2d import UNet2D, UNet2DConfig
 from jaxseg.report import figures, tables
+from jaxseg.train.checkpoint import save_model
 from jaxseg.train.loop import TrainConfig, Trainer
 
 NUM_CLASSES = len(hierarchy.PELVIS_CLASSES)
@@ -63,7 +64,7 @@ class Preset:
 
 PRESETS = {
     # Minutes on 2 CPU cores: quarter width, phantoms generated at 1.5 mm in-plane, 64x64 slices.
-    "cpu": Preset(width=0.25, patch=(64, 64), batch_size=8, epochs=8, search_epochs=2,
+    "cpu": Preset(width=0.25, patch=(64, 64), batch_size=8, epochs=12, search_epochs=3,
                   alphas=(1.0, 3.0, 5.0, 10.0), learning_rate=1e-3, foreground_prob=0.8,
                   samples_per_epoch=384, eval_batch=8,
                   data={"num_cases": 30, "phantom_shape": (96, 96, 24),
@@ -112,6 +113,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   group.add_argument("--samples-per-epoch", type=int)
   group.add_argument("--num-cases", type=int, help="number of phantom cases")
   group.add_argument("--phantom-shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
+  group.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
+                     help="voxel spacing in mm of the data (phantoms are generated at it)")
   parser.add_argument("--no-progress", action="store_true", help="no progress bars")
   return parser.parse_args(argv)
 
@@ -131,6 +134,10 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
     data["num_cases"] = args.num_cases
   if args.phantom_shape:
     data["phantom_shape"] = tuple(args.phantom_shape)
+  if args.spacing:
+    data["target_spacing"] = tuple(args.spacing)
+    if args.data == "phantom":
+      data["phantom_spacing"] = tuple(args.spacing)
   changes["data"] = data
   return dataclasses.replace(preset, **changes)
 
@@ -288,6 +295,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   else:
     alpha = args.alpha
   hier = run(f"hierarchical_alpha{alpha:g}", alpha, preset.epochs)
+
+  metadata = {"spacing": list(train[0].spacing), "activation": "softmax",
+              "normalization": {"kind": "percentile_zscore", "lower": 0.5, "upper": 99.5},
+              "class_names": list(hierarchy.PELVIS_CLASSES), "input_channels": 1}
+  for name, result, a in (("flat", flat, 0.0), ("hierarchical", hier, alpha)):
+    save_model(os.path.join(workdir, "models", name), model=model,
+               variables=result.best_state.variables,
+               metadata={**metadata, "alpha": a, "best_epoch": result.best_epoch})
 
   predictions = {"flat": segment(trainer, flat.best_state, test, preset),
                  "hierarchical": segment(trainer, hier.best_state, test, preset)}

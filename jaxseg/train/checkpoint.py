@@ -6,9 +6,11 @@ killed mid-save never leaves a checkpoint that :meth:`Checkpointer.restore` woul
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -47,3 +49,57 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+MODEL_FILE = "model.json"
+VARIABLES_DIR = "variables"
+
+
+def save_model(directory: str | os.PathLike, *, model: Any, variables: Any,
+               metadata: dict[str, Any]) -> str:
+  """Exports a trained model for inference: ``model.json`` plus an orbax tree of variables.
+
+  ``model.json`` holds the model's registered name and config (see :mod:`jaxseg.models`) and
+  ``metadata``, which should say how inputs were prepared (e.g. ``spacing``, ``normalization``,
+  ``activation``, ``class_names``), so that :func:`load_model` callers such as
+  ``python -m jaxseg.predict`` can reproduce it.
+  """
+  from jaxseg import models  # pylint: disable=import-outside-toplevel
+  directory = os.path.abspath(os.fspath(directory))
+  os.makedirs(directory, exist_ok=True)
+  name, config = models.describe(model)
+  target = os.path.join(directory, VARIABLES_DIR)
+  if os.path.exists(target):
+    import shutil  # pylint: disable=import-outside-toplevel
+    shutil.rmtree(target)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(target, jax.device_get(variables))
+  checkpointer.wait_until_finished()
+  tmp = os.path.join(directory, MODEL_FILE + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump({"model": name, "config": config, "metadata": metadata}, f, indent=2)
+  os.replace(tmp, os.path.join(directory, MODEL_FILE))
+  return directory
+
+
+def load_model(directory: str | os.PathLike) -> tuple[Any, Any, dict[str, Any]]:
+  """Loads ``(model, variables, metadata)`` written by :func:`save_model`.
+
+  Raises:
+    FileNotFoundError: if ``directory`` holds no exported model.
+    ValueError: if ``model.json`` names an unknown model or is malformed.
+  """
+  from jaxseg import models  # pylint: disable=import-outside-toplevel
+  directory = os.path.abspath(os.fspath(directory))
+  path = os.path.join(directory, MODEL_FILE)
+  if not os.path.exists(path) or not os.path.isdir(os.path.join(directory, VARIABLES_DIR)):
+    raise FileNotFoundError(f"{directory} is not an exported jaxseg model (expected {MODEL_FILE} "
+                            f"and {VARIABLES_DIR}/ written by jaxseg.train.checkpoint.save_model)")
+  try:
+    with open(path) as f:
+      spec = json.load(f)
+    model = models.build(spec["model"], spec["config"])
+  except (json.JSONDecodeError, KeyError, TypeError) as e:
+    raise ValueError(f"malformed {path}: {e}") from e
+  variables = ocp.StandardCheckpointer().restore(os.path.join(directory, VARIABLES_DIR))
+  return model, variables, dict(spec.get("metadata", {}))
