@@ -80,7 +80,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class Trainer:
-  """Compiled train/eval functions of one (model, optimiser, loss) triple."""
+  """Compiled train/eval functions of one (model, optimiser, loss) triple.
+
+  With ``num_configs=K`` the trainer runs a *sweep*: ``K`` configurations that differ only in
+  their loss hyperparameters are trained as one compiled program. States are stacked on a leading
+  config axis, ``loss_params`` leaves have a leading axis of size ``K``, the train step is
+  ``vmap``-ed over that axis and every configuration sees the same (sharded) batch. A configuration
+  trained inside a sweep follows the same trajectory as the same configuration trained alone.
+  """
 
   def __init__(
       self,
@@ -90,14 +97,20 @@ class Trainer:
       *,
       mesh: jax.sharding.Mesh | None = None,
       model_inputs: Callable[[Mapping[str, Any]], tuple[Any, ...]] = _default_inputs,
+      num_configs: int | None = None,
   ):
+    if num_configs is not None and num_configs < 1:
+      raise ValueError(f"num_configs must be >= 1, got {num_configs}")
     self.model = model
     self.tx = tx
     self.loss_fn = loss_fn
     self.mesh = data_mesh() if mesh is None else mesh
     self.model_inputs = model_inputs
-    self._step = jax.jit(self._train_step, donate_argnums=0)
-    self._loss = jax.jit(self._eval_loss)
+    self.num_configs = num_configs
+    step = self._train_step
+    if num_configs is not None:
+      step = jax.vmap(step, in_axes=(0, None, 0, None))
+    self._step = jax.jit(step, donate_argnums=0)
     self._logits = jax.jit(self._apply)
 
   # -- pure functions (compiled in __init__) ---------------------------------------------------
@@ -123,25 +136,44 @@ class Trainer:
                           opt_state=opt_state)
     return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-  def _eval_loss(self, variables, batch, loss_params):
-    outputs = self.model.apply(variables, *self.model_inputs(batch), train=False)
-    return self.loss_fn(outputs, batch, loss_params)
-
   def _apply(self, variables, *inputs):
     return self.model.apply(variables, *inputs, train=False)
 
+  # -- config axis -----------------------------------------------------------------------------
+  @property
+  def _k(self) -> int:
+    return 1 if self.num_configs is None else self.num_configs
+
+  def unstack(self, tree: Any) -> list[Any]:
+    """Per-configuration views of a (possibly stacked) pytree: a list of ``num_configs`` trees."""
+    if self.num_configs is None:
+      return [tree]
+    return [jax.tree.map(lambda x, k=k: x[k], tree) for k in range(self.num_configs)]
+
+  def stack(self, trees: list[Any]) -> Any:
+    """Inverse of :meth:`unstack`."""
+    if self.num_configs is None:
+      return trees[0]
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
   # -- public API ------------------------------------------------------------------------------
   def init(self, key: jax.Array, sample_batch: Batch) -> TrainState:
-    """A fresh state from ``key`` (same key, same parameters), replicated over the mesh."""
+    """A fresh state from ``key`` (same key, same parameters), replicated over the mesh.
+
+    In a sweep every configuration starts from this same initialisation.
+    """
     inputs = self.model_inputs({k: jnp.asarray(v[:1]) for k, v in sample_batch.items()})
-    return replicate(create_train_state(self.model, self.tx, inputs, key), self.mesh)
+    state = create_train_state(self.model, self.tx, inputs, key)
+    if self.num_configs is not None:
+      state = jax.tree.map(lambda x: jnp.stack([x] * self.num_configs), state)
+    return replicate(state, self.mesh)
 
   def step(self, state: TrainState, batch: Batch, loss_params: Any, key: jax.Array):
     """One optimiser update on a host batch (sharded here). Donates ``state``."""
     return self._step(state, shard_batch(batch, self.mesh), loss_params, key)
 
   def logits_fn(self, state: TrainState) -> Callable[..., jax.Array]:
-    """``inputs -> model outputs`` in evaluation mode, bound to ``state``'s variables."""
+    """``inputs -> model outputs`` in evaluation mode, bound to one configuration's state."""
     variables = state.variables
     return lambda *inputs: self._logits(variables, *inputs)
 
@@ -156,19 +188,25 @@ class Trainer:
       workdir: str | os.PathLike | None = None,
       resume: bool = False,
       log: Callable[[str], None] = print,
-  ) -> FitResult:
+  ) -> FitResult | list[FitResult]:
     """Trains ``state`` for ``config.num_epochs`` epochs, evaluating after each one.
 
     Args:
       state: initial state (from :meth:`init`).
       batches: ``epoch -> iterable of host batches``; must be a pure function of the epoch so
         that a resumed run sees the same data.
-      evaluate: ``state -> metrics`` on validation data; must contain ``config.select_metric``.
-      config: epochs, selection and early stopping.
-      loss_params: pytree of arrays passed to the loss (e.g. ``{"alpha": 1.0}``).
+      evaluate: ``state -> metrics`` on validation data for one configuration's state; must
+        contain ``config.select_metric``.
+      config: epochs, selection and early stopping (a sweep stops when every configuration has
+        gone ``patience`` epochs without improving).
+      loss_params: pytree of arrays passed to the loss (e.g. ``{"alpha": 1.0}``); in a sweep each
+        leaf has a leading axis of size ``num_configs``.
       workdir: where ``metrics.jsonl`` and ``checkpoints/{latest,best}`` go (``None``: in memory).
       resume: continue from the latest checkpoint in ``workdir`` if there is one.
       log: where to print one line per epoch.
+
+    Returns:
+      A :class:`FitResult`, or in a sweep a list of them, one per configuration.
 
     Raises:
       NonFiniteLossError: naming the step, when the loss becomes NaN or infinite; the checkpoint
@@ -176,12 +214,20 @@ class Trainer:
     """
     if config.select_mode not in ("max", "min"):
       raise ValueError(f"select_mode must be 'max' or 'min', got {config.select_mode!r}")
+    k_configs = self._k
     loss_params = jax.tree.map(jnp.asarray, {} if loss_params is None else loss_params)
+    if self.num_configs is not None:
+      for leaf in jax.tree.leaves(loss_params):
+        if leaf.shape[:1] != (k_configs,):
+          raise ValueError(f"sweep loss_params leaves need a leading axis of {k_configs}, got "
+                           f"shape {leaf.shape}")
     key = jax.random.key(config.seed)
     sign = 1.0 if config.select_mode == "max" else -1.0
-    best_metric, best_epoch, stale = -math.inf, -1, 0
-    history: list[dict[str, Any]] = []
-    best_state = jax.device_get(state)
+    best_metric = [-math.inf] * k_configs
+    best_epoch = [-1] * k_configs
+    stale = [0] * k_configs
+    history: list[list[dict[str, Any]]] = [[] for _ in range(k_configs)]
+    best_states = self.unstack(jax.device_get(state))
     start_epoch = 0
 
     latest = best = None
@@ -198,10 +244,11 @@ class Trainer:
         start_epoch = meta["epoch"] + 1
         best_metric, best_epoch, stale = meta["best_metric"], meta["best_epoch"], meta["stale"]
         if best.latest_epoch() is not None:
-          best_state, _ = best.restore(jax.device_get(state))
-        history = [h for h in _read_jsonl(metrics_path) if h["epoch"] < start_epoch]
+          best_states = self.unstack(best.restore(jax.device_get(state))[0])
+        records = [h for h in _read_jsonl(metrics_path) if h["epoch"] < start_epoch]
+        history = [[h for h in records if h.get("config", 0) == k] for k in range(k_configs)]
         log(f"[{config.name}] resumed after epoch {start_epoch} from {latest.directory}")
-      _write_jsonl(metrics_path, history)
+      _write_jsonl(metrics_path, [h for hs in history for h in hs])
 
     for epoch in range(start_epoch, config.num_epochs):
       tic = time.perf_counter()
@@ -210,47 +257,59 @@ class Trainer:
                  disable=not config.progress, leave=False, mininterval=1.0)
       for batch in bar:
         state, step_metrics = self.step(state, batch, loss_params, key)
-        loss = float(step_metrics["loss"])
-        if not math.isfinite(loss):
+        loss = np.atleast_1d(np.asarray(step_metrics["loss"], np.float64))
+        if not np.all(np.isfinite(loss)):
+          bad = [k for k in range(k_configs) if not np.isfinite(loss[k])]
+          which = f" in configuration(s) {bad}" if self.num_configs is not None else ""
           raise NonFiniteLossError(
-              f"[{config.name}] non-finite loss {loss} at step {int(state.step)} (epoch "
-              f"{epoch + 1}); the last good checkpoint is "
-              f"{latest.directory if latest else 'not saved (no workdir)'}")
+              f"[{config.name}] non-finite loss{which} at step "
+              f"{int(np.max(np.asarray(state.step)))} (epoch {epoch + 1}); the last good "
+              f"checkpoint is {latest.directory if latest else 'not saved (no workdir)'}")
         losses.append(loss)
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-      metrics = {k: float(v) for k, v in evaluate(state).items()}
-      if config.select_metric not in metrics:
-        raise KeyError(f"evaluate() returned {sorted(metrics)}, without the selection metric "
-                       f"{config.select_metric!r}")
-      record = {"epoch": epoch, "step": int(state.step), "train_loss": float(np.mean(losses)),
-                **{f"val_{k}": v for k, v in metrics.items()},
-                "seconds": time.perf_counter() - tic}
-      history.append(record)
-      value = sign * metrics[config.select_metric]
-      improved = value > best_metric
-      if improved:
-        best_metric, best_epoch, stale = value, epoch, 0
-        best_state = jax.device_get(state)
-      else:
-        stale += 1
-      log(f"[{config.name}] epoch {epoch + 1}/{config.num_epochs} loss {record['train_loss']:.4f} "
-          f"val {config.select_metric} {metrics[config.select_metric]:.4f}"
-          f"{' *' if improved else ''} ({record['seconds']:.1f}s)")
+        bar.set_postfix(loss=f"{loss.mean():.4f}", refresh=False)
+      views = self.unstack(state)
+      seconds = time.perf_counter() - tic
+      improved = []
+      for k in range(k_configs):
+        metrics = {name: float(v) for name, v in evaluate(views[k]).items()}
+        if config.select_metric not in metrics:
+          raise KeyError(f"evaluate() returned {sorted(metrics)}, without the selection metric "
+                         f"{config.select_metric!r}")
+        record = {"epoch": epoch, "step": int(np.asarray(views[k].step)),
+                  "train_loss": float(np.mean([l[k] for l in losses])),
+                  **{f"val_{name}": v for name, v in metrics.items()}, "seconds": seconds}
+        if self.num_configs is not None:
+          record["config"] = k
+        history[k].append(record)
+        value = sign * metrics[config.select_metric]
+        improved.append(value > best_metric[k])
+        if improved[k]:
+          best_metric[k], best_epoch[k], stale[k] = value, epoch, 0
+          best_states[k] = jax.device_get(views[k])
+        else:
+          stale[k] += 1
+        tag = f" config {k}" if self.num_configs is not None else ""
+        log(f"[{config.name}{tag}] epoch {epoch + 1}/{config.num_epochs} loss "
+            f"{record['train_loss']:.4f} val {config.select_metric} "
+            f"{metrics[config.select_metric]:.4f}{' *' if improved[k] else ''} ({seconds:.1f}s)")
       if workdir is not None:
-        if improved:
-          best.save(epoch, state, {"epoch": epoch, "metrics": metrics})
+        if any(improved):
+          best.save(epoch, self.stack(best_states), {"epoch": epoch, "best_epoch": best_epoch})
         latest.save(epoch, state, {"epoch": epoch, "best_metric": best_metric,
                                    "best_epoch": best_epoch, "stale": stale})
-        _write_jsonl(metrics_path, history)
-      if config.patience is not None and stale >= config.patience:
-        log(f"[{config.name}] early stop: no improvement for {stale} epochs")
+        _write_jsonl(metrics_path, [h for hs in history for h in hs])
+      if config.patience is not None and min(stale) >= config.patience:
+        log(f"[{config.name}] early stop: no improvement for {min(stale)} epochs")
         break
 
     if latest is not None:
       latest.close()
       best.close()
-    return FitResult(state=state, best_state=replicate(best_state, self.mesh),
-                     best_epoch=best_epoch, best_metric=sign * best_metric, history=history)
+    results = [FitResult(state=view, best_state=replicate(best_states[k], self.mesh),
+                         best_epoch=best_epoch[k], best_metric=sign * best_metric[k],
+                         history=history[k])
+               for k, view in enumerate(self.unstack(state))]
+    return results if self.num_configs is not None else results[0]
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:

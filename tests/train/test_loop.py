@@ -33,6 +33,9 @@ def loss_fn(logits, batch, params):
                                     alpha=params["alpha"]) * params.get("scale", 1.0)
 
 
+TRAINER = Trainer(MODEL, optax.adam(1e-3), loss_fn)  # shared: compiled once for the module
+
+
 def batches(epoch):
   return patch_batches(VOLUMES, batch_size=4, patch_shape=(16, 16), foreground_prob=0.5, seed=1,
                        epoch=epoch)
@@ -55,9 +58,10 @@ def _max_diff(a, b):
 
 def test_one_and_four_devices_give_the_same_trajectory():
   results = {}
-  for n in (1, 4):
-    trainer = Trainer(MODEL, optax.adam(1e-3), loss_fn, mesh=data_mesh(jax.devices()[:n]))
-    results[n] = _fit(trainer, 3)
+  assert TRAINER.mesh.devices.size == 4
+  results[4] = _fit(TRAINER, 3)
+  results[1] = _fit(Trainer(MODEL, optax.adam(1e-3), loss_fn, mesh=data_mesh(jax.devices()[:1])),
+                    3)
   losses = {n: [h["train_loss"] for h in r.history] for n, r in results.items()}
   np.testing.assert_allclose(losses[1], losses[4], atol=1e-5)
   assert losses[1][0] != losses[1][-1]  # it did train
@@ -65,7 +69,7 @@ def test_one_and_four_devices_give_the_same_trajectory():
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
-  trainer = Trainer(MODEL, optax.adam(1e-3), loss_fn)
+  trainer = TRAINER
   full = _fit(trainer, 3, metrics=[0.1, 0.3, 0.2], workdir=tmp_path / "full")
   _fit(trainer, 2, metrics=[0.1, 0.3], workdir=tmp_path / "cut")  # "killed" after epoch 2
   resumed = _fit(trainer, 3, metrics=[0.2], workdir=tmp_path / "cut", resume=True)
@@ -78,7 +82,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
 
 
 def test_best_state_is_the_best_epoch_and_early_stopping():
-  trainer = Trainer(MODEL, optax.adam(1e-3), loss_fn)
+  trainer = TRAINER
   result = _fit(trainer, 6, metrics=[0.2, 0.5, 0.4, 0.3, 0.1, 0.0], patience=2)
   assert result.best_epoch == 1 and result.best_metric == 0.5
   assert len(result.history) == 4  # stopped after two epochs without improvement
@@ -86,7 +90,7 @@ def test_best_state_is_the_best_epoch_and_early_stopping():
 
 
 def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path):
-  trainer = Trainer(MODEL, optax.adam(1e-3), loss_fn)
+  trainer = TRAINER
   _fit(trainer, 1, workdir=tmp_path)
   with pytest.raises(NonFiniteLossError, match=r"step 1 \(epoch 1\)"):
     _fit(trainer, 2, workdir=tmp_path, loss_params={"alpha": 1.0, "scale": np.nan})
@@ -94,9 +98,33 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_evaluate_must_return_the_selection_metric():
-  trainer = Trainer(MODEL, optax.adam(1e-3), loss_fn)
+  trainer = TRAINER
   state = trainer.init(jax.random.key(0), next(iter(batches(0))))
   with pytest.raises(KeyError, match="dice"):
     trainer.fit(state, batches=batches, evaluate=lambda s: {"loss": 1.0},
                 loss_params={"alpha": 0.0}, config=TrainConfig(num_epochs=1, progress=False),
                 log=lambda _: None)
+
+
+def test_sweep_matches_configs_trained_alone(tmp_path):
+  alphas = np.array([0.0, 1.0, 10.0], np.float32)
+  sweep = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=len(alphas))
+  results = _fit(sweep, 2, loss_params={"alpha": alphas}, workdir=tmp_path / "sweep")
+  assert len(results) == 3
+  alone = TRAINER
+  finals = []
+  for alpha, result in zip(alphas, results):
+    single = _fit(alone, 2, loss_params={"alpha": float(alpha)})
+    np.testing.assert_allclose([h["train_loss"] for h in result.history],
+                               [h["train_loss"] for h in single.history], rtol=1e-5)
+    assert _max_diff(result.state.params, single.state.params) < 1e-4
+    finals.append(result.state.params)
+  assert _max_diff(finals[0], finals[2]) > 1e-3  # the configurations really differ
+  lines = (tmp_path / "sweep" / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 2 * 3
+
+
+def test_sweep_rejects_loss_params_without_config_axis():
+  sweep = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2)
+  with pytest.raises(ValueError, match="leading axis of 2"):
+    _fit(sweep, 1, loss_params={"alpha": 1.0})

@@ -1,0 +1,468 @@
+"""Tests of `jaxseg.predict`: the predict CLI and `predict_volume`.
+
+Nothing is trained: models get random variables (drawn with NumPy from the shapes of
+``jax.eval_shape(model.init, ...)``, which is much faster than ``model.init`` on CPU) and are
+exported with ``save_model``. Correctness is checked against ``model.apply`` on the normalised
+slices, and the resampling path against the no-resampling path with a model whose logits are a
+known function of the intensity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import nibabel as nib
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+from scipy import ndimage, special
+
+from jaxseg import predict
+from jaxseg.data.pipeline import DATA_AXIS
+from jaxseg.data.preprocess import normalize_intensity
+from jaxseg.models import UNet2D, UNet2DConfig
+from jaxseg.train.checkpoint import save_model
+
+REPO = Path(__file__).resolve().parents[1]
+PROMISE_NIFTI = REPO / ".." / "shared" / "data" / "promise12_nifti" / "Case00.nii.gz"
+CLASSES9 = [f"class{i}" for i in range(9)]
+
+
+def _random_variables(model, channels: int, seed: int):
+  """He-normal kernels, small random biases, identity BatchNorm statistics."""
+  m = model.size_multiple
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, m, m, channels), jnp.float32))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == "kernel":
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      return (rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    if name in ("scale", "var"):
+      return np.ones(leaf.shape, np.float32)
+    if name == "mean":
+      return np.zeros(leaf.shape, np.float32)
+    return (0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _metadata(**overrides):
+  base = {"spacing": None, "activation": "sigmoid",
+          "normalization": {"kind": "percentile_zscore", "lower": 0.5, "upper": 99.5},
+          "class_names": ["background", "prostate"], "input_channels": 1}
+  return {**base, **overrides}
+
+
+BINARY_MODEL = UNet2D(UNet2DConfig.tversky(width=0.0625))
+MULTI_MODEL = UNet2D(UNet2DConfig.hierarchical(width=0.0625))
+RGB_MODEL = UNet2D(UNet2DConfig.hierarchical(width=0.0625, num_classes=2))
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+  root = tmp_path_factory.mktemp("models")
+  out = {}
+  out["binary"] = save_model(
+      root / "binary", model=BINARY_MODEL, variables=_random_variables(BINARY_MODEL, 1, 0),
+      metadata=_metadata(spacing=[1.5, 1.5, 3.0]))
+  out["multi"] = save_model(
+      root / "multi", model=MULTI_MODEL, variables=_random_variables(MULTI_MODEL, 1, 1),
+      metadata=_metadata(activation="softmax", class_names=CLASSES9, alpha=0.5))
+  out["rgb"] = save_model(
+      root / "rgb", model=RGB_MODEL, variables=_random_variables(RGB_MODEL, 3, 2),
+      metadata=_metadata(activation="softmax", input_channels=3))
+  return out
+
+
+def _volume(shape, seed=0):
+  rng = np.random.default_rng(seed)
+  return (100 + 40 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def _run(capsys, *argv):
+  rc = predict.main([str(a) for a in argv])
+  captured = capsys.readouterr()
+  return rc, captured.out, captured.err
+
+
+# ------------------------------------------------------------------------------------------
+# NIfTI and .npy round trips.
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not PROMISE_NIFTI.exists(), reason="shared PROMISE12 NIfTI sample absent")
+def test_real_nifti_resampled_both_ways_keeps_grid_and_header(ckpts, tmp_path, capsys):
+  ref = nib.load(PROMISE_NIFTI)
+  out = tmp_path / "pred" / "Case00_pred.nii.gz"
+  rc, stdout, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input", PROMISE_NIFTI,
+                            "--output", out)
+  assert rc == 0, stderr
+  got = nib.load(out)
+  assert got.shape == ref.shape == (128, 128, 64)
+  np.testing.assert_array_equal(got.affine, ref.affine)
+  np.testing.assert_array_equal(got.header.get_zooms(), ref.header.get_zooms())
+  for key in ("qform_code", "sform_code", "dim_info", "xyzt_units"):
+    assert got.header[key] == ref.header[key], key
+  np.testing.assert_array_equal(got.header.get_qform(), ref.header.get_qform())
+  assert got.get_data_dtype() == np.uint8
+  labels = np.asarray(got.dataobj)
+  assert labels.dtype == np.uint8
+  assert set(np.unique(labels).tolist()) <= {0, 1}
+  lines = stdout.strip().splitlines()
+  assert len(lines) == 1
+  assert "->" in lines[0] and "(128, 128, 64)" in lines[0] and "resampled" in lines[0]
+  assert f"foreground {np.mean(labels != 0):.4f}" in lines[0]
+
+  # Probabilities: float32 in [0, 1] on the same grid, consistent with the labels.
+  out_p = tmp_path / "Case00_prob.nii.gz"
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input", PROMISE_NIFTI,
+                       "--output", out_p, "--probabilities")
+  assert rc == 0, stderr
+  prob_img = nib.load(out_p)
+  assert prob_img.get_data_dtype() == np.float32
+  np.testing.assert_array_equal(prob_img.affine, ref.affine)
+  prob = np.asarray(prob_img.dataobj)
+  assert prob.shape == ref.shape and prob.min() >= 0 and prob.max() <= 1
+  np.testing.assert_array_equal(labels, (prob > 0.5).astype(np.uint8))
+
+
+def test_npy_labels_and_probabilities(ckpts, tmp_path, capsys):
+  image = _volume((20, 24, 5))
+  np.save(tmp_path / "in.npy", image)
+  rc, stdout, stderr = _run(capsys, "--checkpoint", ckpts["multi"], "--input",
+                            tmp_path / "in.npy", "--output", tmp_path / "out.npy")
+  assert rc == 0, stderr
+  labels = np.load(tmp_path / "out.npy")
+  assert labels.shape == image.shape and labels.dtype == np.uint8 and labels.max() < 9
+  assert "resampled" not in stdout  # the model has spacing null: never resampled
+
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["multi"], "--input", tmp_path / "in.npy",
+                       "--output", tmp_path / "prob.npy", "--probabilities")
+  assert rc == 0, stderr
+  prob = np.load(tmp_path / "prob.npy")
+  assert prob.shape == (20, 24, 5, 9) and prob.dtype == np.float32
+  np.testing.assert_allclose(prob.sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_array_equal(np.argmax(prob, -1), labels)
+
+
+def test_npy_spacing_option_resamples_and_keeps_shape(ckpts, tmp_path, capsys):
+  image = _volume((24, 20, 6), seed=3)
+  np.save(tmp_path / "in.npy", image)
+  rc, stdout, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input",
+                            tmp_path / "in.npy", "--output", tmp_path / "out.npy",
+                            "--spacing", 1.0, 1.0, 2.0)
+  assert rc == 0, stderr
+  assert "resampled 1x1x2 -> 1.5x1.5x3 mm" in stdout
+  labels = np.load(tmp_path / "out.npy")
+  assert labels.shape == image.shape and set(np.unique(labels).tolist()) <= {0, 1}
+
+
+def test_trailing_singleton_nifti_is_squeezed_and_restored(ckpts, tmp_path, capsys):
+  affine = np.diag([0.8, 0.8, 2.5, 1.0])
+  affine[:3, 3] = [-10.0, 5.0, 3.0]
+  nib.save(nib.Nifti1Image(_volume((20, 24, 3, 1)).astype(np.int16), affine),
+           tmp_path / "in.nii")
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["multi"], "--input", tmp_path / "in.nii",
+                       "--output", tmp_path / "out.nii")
+  assert rc == 0, stderr
+  got = nib.load(tmp_path / "out.nii")
+  assert got.shape == (20, 24, 3, 1)
+  np.testing.assert_array_equal(got.affine, nib.load(tmp_path / "in.nii").affine)
+  np.testing.assert_allclose(got.affine, affine, atol=1e-6)
+  assert got.get_data_dtype() == np.uint8
+
+
+def test_directory_of_inputs(ckpts, tmp_path, capsys):
+  src = tmp_path / "in"
+  src.mkdir()
+  np.save(src / "a.npy", _volume((20, 24, 5), seed=4))
+  np.save(src / "b.npy", _volume((20, 24, 5), seed=5))
+  (src / "notes.txt").write_text("not an image")
+  dst = tmp_path / "out"
+  rc, stdout, stderr = _run(capsys, "--checkpoint", ckpts["multi"], "--input", src,
+                            "--output", dst)
+  assert rc == 0, stderr
+  assert sorted(os.listdir(dst)) == ["a.npy", "b.npy"]
+  for name in ("a.npy", "b.npy"):
+    assert np.load(dst / name).shape == (20, 24, 5)
+  lines = stdout.strip().splitlines()
+  assert len(lines) == 2 and "a.npy" in lines[0] and "b.npy" in lines[1]
+  assert "skipping" in stderr and "notes.txt" in stderr
+
+
+# ------------------------------------------------------------------------------------------
+# Errors: exit code 2, one line naming the file, no traceback.
+# ------------------------------------------------------------------------------------------
+
+
+def _assert_clean_error(rc, stderr, *needles):
+  assert rc == 2
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1, stderr
+  assert lines[0].startswith("jaxseg.predict: error: ")
+  assert "Traceback" not in stderr
+  for needle in needles:
+    assert needle in lines[0], (needle, lines[0])
+
+
+def _write_corrupt_nifti(path):
+  path.write_bytes(b"\x1f\x8b this is not a gzipped NIfTI file")
+
+
+def _write_corrupt_npy(path):
+  path.write_bytes(b"\x93NUMPY garbage")
+
+
+def _write_2d_npy(path):
+  np.save(path, np.zeros((8, 8), np.float32))
+
+
+def _write_4d_nifti(path):
+  nib.save(nib.Nifti1Image(np.zeros((8, 8, 3, 2), np.float32), np.eye(4)), path)
+
+
+def _write_png(path):
+  path.write_bytes(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize("name,writer,needle", [
+    ("corrupt.nii.gz", _write_corrupt_nifti, "corrupt"),
+    ("corrupt.npy", _write_corrupt_npy, "corrupt"),
+    ("flat.npy", _write_2d_npy, "3D"),
+    ("four_d.nii.gz", _write_4d_nifti, "3D"),
+    ("image.png", _write_png, "unsupported file extension"),
+])
+def test_bad_input_files(ckpts, tmp_path, capsys, name, writer, needle):
+  path = tmp_path / name
+  writer(path)
+  out = tmp_path / ("out" + "".join(Path(name).suffixes))
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["multi"], "--input", path, "--output", out)
+  _assert_clean_error(rc, stderr, str(path), needle)
+  assert not out.exists()
+
+
+def test_not_an_exported_model(tmp_path, capsys):
+  (tmp_path / "empty").mkdir()
+  np.save(tmp_path / "in.npy", _volume((8, 8, 2)))
+  rc, _, stderr = _run(capsys, "--checkpoint", tmp_path / "empty", "--input",
+                       tmp_path / "in.npy", "--output", tmp_path / "out.npy")
+  _assert_clean_error(rc, stderr, "checkpoint", str(tmp_path / "empty"), "not an exported")
+
+
+def test_input_channel_mismatch(ckpts, tmp_path, capsys):
+  np.save(tmp_path / "in.npy", _volume((8, 8, 2)))
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["rgb"], "--input", tmp_path / "in.npy",
+                       "--output", tmp_path / "out.npy")
+  _assert_clean_error(rc, stderr, str(tmp_path / "in.npy"), "3-channel", "1 channel")
+
+
+def test_output_format_must_match_input(ckpts, tmp_path, capsys):
+  np.save(tmp_path / "in.npy", _volume((8, 8, 2)))
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["multi"], "--input", tmp_path / "in.npy",
+                       "--output", tmp_path / "out.nii.gz")
+  _assert_clean_error(rc, stderr, str(tmp_path / "in.npy"), ".npy")
+
+
+def test_missing_input_and_bad_options(ckpts, tmp_path, capsys):
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["multi"], "--input", tmp_path / "nope.npy",
+                       "--output", tmp_path / "out.npy")
+  _assert_clean_error(rc, stderr, "nope.npy", "no such file")
+  np.save(tmp_path / "in.npy", _volume((8, 8, 2)))
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["multi"], "--input", tmp_path / "in.npy",
+                       "--output", tmp_path / "out.npy", "--threshold", "1.5")
+  _assert_clean_error(rc, stderr, "--threshold")
+  rc, _, _ = _run(capsys, "--checkpoint", ckpts["multi"], "--input", tmp_path / "in.npy")
+  assert rc == 2  # argparse: missing --output
+
+
+def test_directory_continues_after_a_bad_file(ckpts, tmp_path, capsys):
+  src = tmp_path / "in"
+  src.mkdir()
+  np.save(src / "good.npy", _volume((20, 24, 5), seed=6))
+  _write_corrupt_npy(src / "bad.npy")
+  rc, stdout, stderr = _run(capsys, "--checkpoint", ckpts["multi"], "--input", src,
+                            "--output", tmp_path / "out")
+  _assert_clean_error(rc, stderr, "bad.npy")
+  assert (tmp_path / "out" / "good.npy").exists() and "good.npy" in stdout
+
+
+def test_module_entry_point_error_has_no_traceback(tmp_path):
+  (tmp_path / "empty").mkdir()
+  np.save(tmp_path / "in.npy", _volume((8, 8, 2)))
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxseg.predict", "--checkpoint", str(tmp_path / "empty"),
+       "--input", str(tmp_path / "in.npy"), "--output", str(tmp_path / "out.npy")],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+  _assert_clean_error(proc.returncode, proc.stderr, "not an exported")
+
+
+# ------------------------------------------------------------------------------------------
+# predict_volume correctness.
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model,seed", [(BINARY_MODEL, 0), (MULTI_MODEL, 1)])
+def test_predict_volume_equals_model_apply_on_normalised_slices(model, seed):
+  variables = _random_variables(model, 1, seed)
+  binary = model.config.num_classes == 1
+  metadata = _metadata(spacing=[0.75, 0.75, 3.0], activation="sigmoid" if binary else "softmax",
+                       class_names=None)
+  image = _volume((16, 32, 6), seed=seed)
+  # Reference: normalise the whole volume, stack the axial slices, one call of model.apply.
+  norm = normalize_intensity(image, lower=0.5, upper=99.5)
+  slices = np.moveaxis(norm, 2, 0)[..., None]
+  apply = jax.jit(functools.partial(model.apply, train=False))
+  logits = np.moveaxis(np.asarray(apply(variables, slices)), 0, 2)  # (x, y, z, K)
+  if binary:
+    want_prob = special.expit(logits[..., 0]).astype(np.float32)
+    want_labels = (want_prob > 0.5).astype(np.uint8)
+  else:
+    want_prob = special.softmax(logits, axis=-1).astype(np.float32)
+    want_labels = np.argmax(logits, axis=-1).astype(np.uint8)
+
+  spacing = (0.75, 0.75, 3.0)  # the training spacing: no resampling
+  labels = predict.predict_volume(model, variables, metadata, image, spacing, batch_size=6)
+  prob = predict.predict_volume(model, variables, metadata, image, spacing, batch_size=6,
+                                probabilities=True)
+  np.testing.assert_array_equal(prob, want_prob)
+  np.testing.assert_array_equal(labels, want_labels)
+  assert labels.dtype == np.uint8 and labels.shape == image.shape
+  # spacing=None means "at the training spacing" too.
+  np.testing.assert_array_equal(
+      predict.predict_volume(model, variables, metadata, image, None, batch_size=6), labels)
+  # Sharded over the 4 test devices (batch rounded up to 8): same result up to float noise.
+  mesh = Mesh(np.array(jax.devices()), (DATA_AXIS,))
+  prob_mesh = predict.predict_volume(model, variables, metadata, image, spacing, batch_size=6,
+                                     probabilities=True, mesh=mesh)
+  np.testing.assert_allclose(prob_mesh, want_prob, atol=1e-5)
+
+
+def test_sigmoid_threshold_is_applied():
+  variables = _random_variables(BINARY_MODEL, 1, 0)
+  image = _volume((16, 32, 6), seed=0)
+  prob = predict.predict_volume(BINARY_MODEL, variables, _metadata(), image, None, batch_size=6,
+                                probabilities=True)
+  for threshold in (0.2, 0.5, 0.8):
+    labels = predict.predict_volume(BINARY_MODEL, variables, _metadata(), image, None,
+                                    batch_size=6, threshold=threshold)
+    np.testing.assert_array_equal(labels, (prob > threshold).astype(np.uint8))
+
+
+@dataclasses.dataclass(frozen=True)
+class _RampConfig:
+  scale: float = 40.0
+  num_classes: int = 1
+
+
+class _Ramp(nn.Module):
+  """Logits ``scale * (x - 1/2)`` of the first channel (and 0 for class 0 when 2 classes)."""
+
+  config: _RampConfig = _RampConfig()
+
+  @nn.compact
+  def __call__(self, images, *, train=False):
+    del train
+    bias = self.param("bias", nn.initializers.zeros, ())
+    x = self.config.scale * (images[..., :1] - 0.5) + bias
+    if self.config.num_classes == 2:
+      x = jnp.concatenate([jnp.zeros_like(x), x], axis=-1)
+    return x
+
+
+def _ball(shape, spacing, centre_mm, radius_mm):
+  """Smooth ball: 1 inside, 0 outside, a linear ramp 6 mm wide across the surface."""
+  grids = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing)],
+                      indexing="ij")
+  r = np.sqrt(sum((g - c) ** 2 for g, c in zip(grids, centre_mm)))
+  return np.clip(0.5 - (r - radius_mm) / 6.0, 0.0, 1.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("num_classes", [1, 2])
+def test_resampling_round_trip_keeps_the_segmentation_in_place(num_classes):
+  model = _Ramp(_RampConfig(num_classes=num_classes))
+  variables = {"params": {"bias": np.zeros((), np.float32)}}
+  metadata = _metadata(spacing=[1.5, 1.5, 3.0], normalization={"kind": "none"}, class_names=None,
+                       activation="sigmoid" if num_classes == 1 else "softmax")
+  spacing = (1.0, 1.0, 2.0)
+  shape = (45, 43, 21)
+  image = _ball(shape, spacing, centre_mm=(21.0, 23.5, 20.0), radius_mm=12.0)
+  want = (image > 0.5).astype(np.uint8)  # what the "model" segments on the input grid
+  np.testing.assert_array_equal(predict.predict_volume(model, variables, metadata, image, None),
+                                want)
+  got = predict.predict_volume(model, variables, metadata, image, spacing)
+  assert got.shape == shape and got.dtype == np.uint8
+  # Linear interpolation of the (convex) distance shrinks the ball a little; nothing else moves.
+  dice = 2 * np.sum(got & want) / (np.sum(got) + np.sum(want))
+  assert dice > 0.97, dice
+  # No shift (a half-voxel error of the coarse grid would move it by 0.75 voxel): the centres
+  # of mass agree to a small fraction of a voxel.
+  np.testing.assert_allclose(ndimage.center_of_mass(got), ndimage.center_of_mass(want),
+                             atol=0.15)
+  prob = predict.predict_volume(model, variables, metadata, image, spacing, probabilities=True)
+  assert prob.shape == (shape if num_classes == 1 else shape + (2,))
+  if num_classes == 2:
+    np.testing.assert_allclose(prob.sum(-1), 1.0, atol=1e-5)
+
+
+def test_channel_check_without_metadata_uses_the_parameters():
+  variables = _random_variables(RGB_MODEL, 3, 2)
+  metadata = _metadata(activation="softmax", input_channels=None, class_names=None)
+  with pytest.raises(ValueError, match="does not accept 1-channel"):
+    predict.predict_volume(RGB_MODEL, variables, metadata, _volume((8, 8, 2)), None)
+  labels = predict.predict_volume(RGB_MODEL, variables, metadata, _volume((8, 8, 2, 3)), None)
+  assert labels.shape == (8, 8, 2) and labels.max() <= 1
+
+
+# ------------------------------------------------------------------------------------------
+# Metadata.
+# ------------------------------------------------------------------------------------------
+
+
+def test_check_metadata_defaults():
+  settings = predict.check_metadata({"alpha": 0.3})
+  assert set(settings) == set(predict.PREDICT_METADATA_KEYS)
+  assert settings["spacing"] is None and settings["activation"] is None
+  assert settings["normalization"] == {"kind": "percentile_zscore", "lower": 0.5, "upper": 99.5}
+  np.testing.assert_array_equal(predict.check_metadata({"spacing": [1, 2, 3]})["spacing"],
+                                [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("bad", [
+    {"spacing": [1.0, 1.0]},
+    {"spacing": [1.0, 0.0, 3.0]},
+    {"normalization": {"kind": "minmax"}},
+    {"normalization": {"kind": "percentile_zscore", "lower": 90, "upper": 10}},
+    {"activation": "relu"},
+    {"class_names": "prostate"},
+    {"input_channels": 0},
+])
+def test_check_metadata_rejects(bad):
+  with pytest.raises(ValueError, match="metadata"):
+    predict.check_metadata(bad)
+
+
+def test_predict_volume_rejects_bad_arguments():
+  model = _Ramp(_RampConfig())
+  variables = {"params": {"bias": np.zeros((), np.float32)}}
+  with pytest.raises(ValueError, match="volume"):
+    predict.predict_volume(model, variables, {}, np.zeros((4, 4)), None)
+  with pytest.raises(ValueError, match="spacing"):
+    predict.predict_volume(model, variables, {"spacing": [1, 1, 1]}, np.zeros((4, 4, 2)),
+                           (1.0, -1.0, 1.0))
+  with pytest.raises(ValueError, match="softmax"):
+    predict.predict_volume(model, variables, {"activation": "softmax"}, np.zeros((4, 4, 2)), None)
+  with pytest.raises(ValueError, match="class_names"):
+    predict.predict_volume(model, variables, {"class_names": ["a", "b", "c"]},
+                           np.zeros((4, 4, 2)), None)
