@@ -32,13 +32,13 @@ import numpy as np
 import optax
 
 from jaxseg import hierarchy
+from experiments._common import (add_common_arguments, banner, export_model, predict_logits,
+                                 to_volumes)
 from jaxseg.data.pipeline import Volume, patch_batches
-from jaxseg.inference import predict_slices
 from jaxseg.losses.hierarchical import expected_cost_cross_entropy, hierarchical_cross_entropy
 from jaxseg.metrics import overlap
 from jaxseg.models.unet2d import UNet2D, UNet2DConfig
 from jaxseg.report import figures, tables
-from jaxseg.train.checkpoint import save_model
 from jaxseg.train.loop import TrainConfig, Trainer
 
 NUM_CLASSES = len(hierarchy.PELVIS_CLASSES)
@@ -82,19 +82,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
       prog="python -m experiments.hierarchical",
       description=__doc__.split("\n\n")[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                      help="cpu: minutes on a laptop; paper: the published settings (GPU)")
-  parser.add_argument("--data", choices=("phantom", "zenodo"), default="phantom",
-                      help="synthetic phantoms, or the Zenodo 7013610 release (needs --manual-dir)")
-  parser.add_argument("--manual-dir", default=None,
-                      help="directory holding the Zenodo release (data/{uid}_img.nii, ...)")
-  parser.add_argument("--data-dir", default=None,
-                      help="tfds data directory (default $JAXSEG_DATA_DIR or ~/.cache/jaxseg/tfds)")
-  parser.add_argument("--workdir", default=os.path.join("results", "hierarchical"),
-                      help="output directory")
-  parser.add_argument("--resume", action="store_true",
-                      help="continue interrupted runs from their latest checkpoints")
-  parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
+  add_common_arguments(parser, presets=PRESETS, data=("phantom", "zenodo"),
+                       workdir=os.path.join("results", "hierarchical"))
   parser.add_argument("--penalty", choices=("data", "paper"), default="data",
                       help="penalty matrix: built from the training labels, or the paper's Table 1")
   parser.add_argument("--form", choices=("argmax", "expected"), default="argmax",
@@ -115,7 +104,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   group.add_argument("--phantom-shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
   group.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
                      help="voxel spacing in mm of the data (phantoms are generated at it)")
-  parser.add_argument("--no-progress", action="store_true", help="no progress bars")
   return parser.parse_args(argv)
 
 
@@ -148,17 +136,14 @@ def load_volumes(args: argparse.Namespace, preset: Preset) -> dict[str, list[Vol
     raise SystemExit("--data zenodo needs --manual-dir DIR holding the Zenodo 7013610 release "
                      f"({male_pelvic_mr.ZENODO_URL}): DIR/data/{{uid}}_img.nii, "
                      "DIR/data/{uid}_mask.nii and DIR/institution.txt")
-  splits = male_pelvic_mr.load(args.data, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                               **preset.data)
-  return {name: [Volume.from_example(e) for e in examples] for name, examples in splits.items()}
+  return to_volumes(male_pelvic_mr.load(args.data, data_dir=args.data_dir,
+                                        manual_dir=args.manual_dir, **preset.data))
 
 
 def segment(trainer: Trainer, state, volumes: Sequence[Volume], preset: Preset) -> list[np.ndarray]:
   """Arg-max label maps of whole volumes, slice by slice."""
-  logits_fn = trainer.logits_fn(state)
-  return [np.argmax(predict_slices(logits_fn, v.image, batch_size=preset.eval_batch,
-                                   size_multiple=trainer.model.size_multiple, mesh=trainer.mesh),
-                    axis=-1) for v in volumes]
+  return [np.argmax(l, axis=-1)
+          for l in predict_logits(trainer, state, volumes, batch_size=preset.eval_batch)]
 
 
 def confusion_per_case(predictions: Sequence[np.ndarray], volumes: Sequence[Volume]) -> np.ndarray:
@@ -235,8 +220,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   tic = time.perf_counter()
   workdir = args.workdir
   os.makedirs(workdir, exist_ok=True)
-  print(f"jaxseg hierarchical: preset={args.preset} data={args.data} devices={jax.device_count()} "
-        f"({jax.devices()[0].platform})", flush=True)
+  banner("hierarchical", args)
 
   volumes = load_volumes(args, preset)
   train, val, test = volumes["train"], volumes["validation"], volumes["test"]
@@ -296,13 +280,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     alpha = args.alpha
   hier = run(f"hierarchical_alpha{alpha:g}", alpha, preset.epochs)
 
-  metadata = {"spacing": list(train[0].spacing), "activation": "softmax",
-              "normalization": {"kind": "percentile_zscore", "lower": 0.5, "upper": 99.5},
-              "class_names": list(hierarchy.PELVIS_CLASSES), "input_channels": 1}
   for name, result, a in (("flat", flat, 0.0), ("hierarchical", hier, alpha)):
-    save_model(os.path.join(workdir, "models", name), model=model,
-               variables=result.best_state.variables,
-               metadata={**metadata, "alpha": a, "best_epoch": result.best_epoch})
+    export_model(os.path.join(workdir, "models", name), trainer, result.best_state,
+                 spacing=train[0].spacing, activation="softmax",
+                 class_names=hierarchy.PELVIS_CLASSES, alpha=a, best_epoch=result.best_epoch)
 
   predictions = {"flat": segment(trainer, flat.best_state, test, preset),
                  "hierarchical": segment(trainer, hier.best_state, test, preset)}

@@ -117,7 +117,7 @@ class GlandPhantomTest(parameterized.TestCase):
       rectum = _centroid_mm(rect, c.affine) - p
       self.assertLess(rectum[1], -12.0, msg=c.case_id)  # posterior
       self.assertLess(abs(rectum[0]), 10.0, msg=c.case_id)  # midline
-      # Bone and obturator muscle on both sides, lateral to the gland.
+      # Bone on both sides, well lateral to the gland.
       gx = np.nonzero(c.label.any(axis=(1, 2)))[0]
       x_mm = c.affine[0, 0] * np.arange(c.label.shape[0]) + c.affine[0, 3]
       bone = _tissue_mask(t, "cortex", "marrow")

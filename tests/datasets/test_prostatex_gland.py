@@ -1,6 +1,7 @@
 """Tests for the prostatex_gland tfds builder (phantom and prostatex configs)."""
 
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +12,8 @@ from datasets import prostatex_gland
 from datasets.prostatex_gland import prostatex_gland as builder_module
 from jaxseg.data import preprocess
 from jaxseg.data.phantoms import gland
+
+_REAL_DIR = Path(__file__).parents[2] / ".." / "shared" / "data" / "prostatex_sample"
 
 # 192 x 192 x 48 mm field of view (the default) at a coarse resolution.
 _TINY_PHANTOM = dict(num_cases=8, phantom_shape=(48, 48, 8), phantom_spacing=(4.0, 4.0, 6.0))
@@ -357,3 +360,39 @@ class TestProstatexErrors:
     _write_layout(manual, ids=(0, 1, 2, 3, 4))
     with pytest.raises(ValueError, match="need at least 7"):
       _prostatex(tmp_path, manual)
+
+
+# --------------------------------------------------------------------------------------------
+# Two real PROSTATEx exams (../shared/data/prostatex_sample), when present, linked into the
+# PROSTATEx_masks layout (whole-gland masks: the Bosma22b AI delineations on the T2w grid).
+# --------------------------------------------------------------------------------------------
+
+
+def test_real_prostatex_sample(tmp_path):
+  if not _REAL_DIR.is_dir():
+    pytest.skip(f"real PROSTATEx sample not found at {_REAL_DIR}")
+  real = _REAL_DIR.resolve()
+  root = tmp_path / "manual" / "Files" / "prostate"
+  (root / "mask_prostate").mkdir(parents=True)
+  (root / "Images").mkdir()
+  picai = {"ProstateX-0000": "11373_1001396", "ProstateX-0001": "10795_1000811"}
+  for case_id, pid in picai.items():
+    t2 = real / "converted_nifti" / f"{pid}_{case_id}_t2w.nii.gz"
+    mask = real / "labels" / "anatomical_delineations" / "whole_gland" / "AI" / "Bosma22b"
+    os.symlink(t2, root / "Images" / t2.name)  # named "<picai id>_ProstateX-XXXX_t2w"
+    os.symlink(mask / f"{pid}.nii.gz", root / "mask_prostate" / f"{case_id}.nii.gz")
+  splits = _prostatex(tmp_path, tmp_path / "manual", split_fractions=(0.5, 0.5, 0.0))
+  assert sorted(splits) == ["train", "validation"]  # no empty "test" split
+  assert [len(splits[k]) for k in ("train", "validation")] == [1, 1]
+  for ex in splits["train"] + splits["validation"]:
+    pid = picai[ex["case_id"]]
+    t2 = nib.load(str(real / "converted_nifti" / f"{pid}_{ex['case_id']}_t2w.nii.gz"))
+    assert ex["image"].shape == ex["label"].shape == (384, 384, 19)  # already 0.5 x 0.5 x 3
+    np.testing.assert_allclose(ex["affine"], t2.affine, atol=1e-5)
+    assert set(np.unique(ex["label"]).tolist()) == {0, 1}
+    frac = ex["label"].mean(axis=(0, 1))
+    assert 0.02 < frac.max() < 0.07  # ~1-6% of a slice where the gland appears
+    assert frac[0] == 0 and frac[-1] == 0
+    # T2w: the gland is darker than the periprostatic fat around it but not a void.
+    gland = ex["image"][ex["label"] == 1]
+    assert -2.0 < float(np.median(gland)) < 1.5

@@ -164,6 +164,9 @@ def _draw_gland_params(rng: np.random.Generator) -> dict:
   g["deform_mm"] = _u(rng, 0.8, 1.8)
   g["noise_sigma"] = _u(rng, 0.012, 0.05)
   g["bias_log_std"] = _u(rng, 0.08, 0.25)
+  # Rectal wall and gap to the gland with a coil (distended, thin wall).
+  g["coil_wall_mm"] = _u(rng, 1.5, 2.5)
+  g["coil_gap_mm"] = _u(rng, 0.5, 1.5)
   return g
 
 
@@ -182,8 +185,7 @@ def _scene_params(rng_pelvis: np.random.Generator,
     pr[key] = g[key]
   if g["coil"]:  # Distended, air-filled rectum around the balloon.
     p["rectum"].update(r=g["coil_rectum_r"], collapsed=False, air=-1e3,
-                       wall=_u(rng_gland, 1.5, 2.5), gap=_u(rng_gland, 0.5,
-                                                             1.5))
+                       wall=g["coil_wall_mm"], gap=g["coil_gap_mm"])
   # Global translation so that the gland centre lands at offset_mm:
   # anatomy point x appears at R x + t.
   rot = common.rotation_matrix(p["rot_deg"])
@@ -255,8 +257,13 @@ def _paint_gland(canvas: common.Canvas, p: dict, g: dict, rot: np.ndarray
     over soft tissue (fat, muscle, vessels) outside the gland.
   """
   pr = p["prostate"]
+  # Bounding radius of the gland and its band (``sd`` is in units of the
+  # shortest semi-axis, so ``sd <= band_mm`` reaches up to ``band_mm *
+  # longest / shortest`` mm away along the longest axis).
   lob_max = 1.0 + float(np.sum(g["lob_amp"]))
-  r = max(g["a"] * (1 + g["taper"]), g["b"], g["c"]) * lob_max + g["band_mm"]
+  longest = max(g["a"] * (1 + g["taper"]), g["b"], g["c"])
+  shortest = min(g["a"], g["b"] * g["post_flat"], g["c"])
+  r = (longest * lob_max + g["band_mm"] * longest / shortest) * 1.1
   sl, sub = canvas.region(pr["center"] - r, pr["center"] + r)
   loc = common.transform_coords(sub, rotation=rot, translation=pr["center"])
   sd = _gland_sdf(loc, g)
