@@ -19,9 +19,10 @@ The affine maps these axes to RAS+ world coordinates: axis 0 -> +z (superior), a
 (anterior: the transrectal probe sits posterior to the gland, so depth runs anteriorly),
 axis 2 -> +x; the world origin is the centre of the probe surface on the middle slice.
 
-Field of view. The released slices are ~1372 x 962 pixels at 0.033586 mm (the in-plane spacing
-the original test code multiplies native-resolution HD95 by), i.e. about 46 x 32 mm, resized to
-224 x 224 for the network (about 0.21 x 0.14 mm per pixel). The phantom uses square pixels:
+Field of view. The released slices are ~1372 x 962 pixels (the size hard-coded in the original
+``preprocessing.py``; not verified here) at 0.033586 mm (the in-plane spacing the original test
+code multiplies native-resolution HD95 by), i.e. about 46 x 32 mm, resized to 224 x 224 for
+the network (about 0.21 x 0.14 mm per pixel). The phantom uses square pixels:
 the default 224 x 224 pixels of 0.2 mm cover 44.8 x 44.8 mm, enough for a gland 27-40 mm long
 (apex to base) and 17-27 mm deep, and the bladder beyond it. Anatomy is defined in
 millimetres, so another ``size`` / ``spacing`` with the same field of view renders the same
@@ -30,24 +31,28 @@ The default 16 slices 2.5 mm apart (40 mm) span the gland's lateral extent, so t
 shrinks toward the first and last slices (possibly to nothing).
 
 Anatomy (per seed). The gland is, in slice ``w``, a star-shaped curve around
-``(u0(w), d0(w))`` with normalised radius
+``(u0(w), d0(w))`` (drifting up to 2 mm across the sweep) with normalised radius
 
 .. math::
 
   R(\\theta) = (1 + \\tau\\cos\\theta)\\,(1 - f \\min(\\sin\\theta, 0)^2)
-    \\,(1 + \\textstyle\\sum_{k=2}^{4} c_k(w) \\cos(k\\theta + \\phi_k))
+    \\,(1 + \\textstyle\\sum_{k=2}^{5} c_k(w) \\cos(k\\theta + \\phi_k(w)))
 
-(egg-shaped: wider at the base ``theta = 0``; flattened posteriorly, toward the probe) and
-semi-axes ``a(w), b(w) = (a, b) sqrt(1 - (w / W)^2)`` (an ellipsoidal lateral profile, left and
-right half-widths ``W`` drawn separately); its signed distance (mm, negative inside) is the
-radial pseudo-distance ``(rho - R(theta)) sqrt((a cos theta)^2 + (b sin theta)^2)`` plus a
-smooth random field (std 0.4 mm). The posterior capsule lies 2-5 mm deep, behind the rectal
+(egg-shaped: wider at the base ``theta = 0``, ``tau`` 0.04-0.14; flattened posteriorly, toward
+the probe, ``f`` 0.05-0.2; lobulated, ``|c_k| <= 0.08 / sqrt(k - 1)``, with amplitudes and
+phases varying smoothly along the sweep) and semi-axes
+``a(w), b(w) = (a, b) sqrt(1 - (w / W)^2)`` (``a`` 13.5-19 mm along the probe, ``b`` 9-13.5 mm
+in depth; an ellipsoidal lateral profile with left and right half-widths ``W`` of 17-24 mm
+drawn separately); its signed distance (mm, negative inside) is the radial pseudo-distance
+``(rho - R(theta)) sqrt((a cos theta)^2 + (b sin theta)^2)``, ``rho`` being the normalised
+radius of the voxel. The posterior capsule lies 2-5 mm deep, behind the rectal
 wall (a bright mucosa line, a dark muscularis band) and periprostatic fat. The bladder (an
 anechoic ellipsoid with a tissue-like wall) sits anterior to the base, 1-2.5 mm from the
 capsule at the contact angle ``theta_b`` (30-55 degrees from the base direction toward
 anterior); the urethra (a dark tube) runs through the midline slices from the bladder neck to
 the apex; the transition zone is a darker inner region; 1-4 calcifications (bright blobs,
-radius 0.35-0.9 mm) lie inside the gland on central slices.
+radius 0.35-0.9 mm) lie inside the gland, each on one slice among those where the gland has at
+least 60% of its largest size (which slice depends on ``num_slices`` / ``spacing``).
 
 Boundary weakness. A field ``omega`` in [0, 1] says how invisible the capsule is:
 
@@ -80,7 +85,7 @@ gland at 0.2 mm pixels, their density per boundary pixel well below average on t
 capsule and above it anteriorly (bladder side, apex).
 
 Image formation. Backscatter power ``P = E T a T_c``: tissue echogenicity ``E`` (gland 0.12-0.25,
-periprostatic tissue 0.55-0.8, urine ~0.005, calcifications +2.5-5; the near-field
+periprostatic tissue 0.55-0.8, urine ~0.005, calcifications +6-15, saturating; the near-field
 reverberation, a bright ringing band decaying over the first ~1.5 mm, added), a multiplicative
 texture ``T = exp(t f)`` (``f`` a smooth field of correlation 2.5 mm, log-std ``t`` 0.25-0.45
 inside the gland, 0.1-0.25 outside), depth attenuation ``a(d) = exp(-int_0^d mu) (1 + focal
@@ -92,9 +97,9 @@ bladder is brighter: posterior enhancement), and the calcification shadows
   T_c = \\prod_i \\exp\\big(-\\tau_i\\, e^{-(u - u_i)^2 / 2 r_i^2}\\,
     \\Phi((d - d_i) / r_i)\\big)
 
-(a Gaussian profile across the beam, a normal CDF along it: a dark streak from each
-calcification to the bottom of the image, transmission ``exp(-tau)`` 0.007-0.08 at its
-centre). The displayed image is
+(on the calcification's slice; a Gaussian profile across the beam, a normal CDF along it: a
+dark streak from each calcification to the bottom of the image, transmission ``exp(-tau)``
+0.007-0.08 at its centre). The displayed image is
 
 .. math::
 
@@ -141,6 +146,7 @@ MICRO_US_NUM_SLICES = 16
 """Default number of slices per stack."""
 
 _MAX_CALCIFICATIONS = 4
+_N_HARMONICS = 4  # lobulation harmonics k = 2..5
 _N_ANGLES = 2048  # angular resolution of the gland's lookup tables (0.18 degrees)
 
 
@@ -156,7 +162,8 @@ class MicroUSCase:
     affine: float64 (4, 4) voxel-to-world matrix (mm, RAS+; see the module docstring).
     case_id: identifier ``"phantom-{seed:04d}"``.
     calcifications: float64 ``(k, 4)``: voxel coordinates ``(x, y, z)`` of each
-      calcification's centre (z an integer: it lies on a slice) and its radius in mm.
+      calcification's centre (z an integer: it lies on a slice; x, y may fall outside a
+      field of view that crops the gland) and its radius in mm.
   """
 
   image: np.ndarray
@@ -209,15 +216,17 @@ def gamma_speckle(rng: np.random.Generator, shape: Sequence[int], *,
   (compounding, or the many native pixels behind one resized pixel) gives a gamma
   distribution of shape ``L`` and scale ``1 / L``: mean 1, coefficient of variation
   ``1 / sqrt(L)``, skewness ``2 / sqrt(L)`` (Goodman, "Speckle phenomena in optics", 2007).
-  The field is the Wilson-Hilferty transform of a correlated standard Gaussian ``z``,
+  The field is the Wilson-Hilferty transform (Wilson & Hilferty, "The distribution of
+  chi-square", PNAS 17, 1931) of a correlated standard Gaussian ``z``,
 
   .. math::
 
     S = \\max\\big(1 - \\tfrac{1}{9L} + z \\sqrt{\\tfrac{1}{9L}},\\ 0\\big)^3,
 
-  whose moments match the gamma law to within ~1% for ``L >= 2`` (mean, standard deviation)
-  and ~5% (skewness); ``z`` is white noise convolved with a Gaussian point-spread function of
-  standard deviations ``sigma_px`` pixels along the first two axes (periodic boundaries),
+  whose mean and standard deviation match the gamma law's to within 0.5% and its skewness to
+  within 3% for ``L >= 1`` (at much lower cost than the exact quantile); ``z`` is white noise
+  convolved with a Gaussian point-spread function of standard deviations ``sigma_px`` pixels
+  along the first two axes (periodic boundaries),
   renormalised to unit variance exactly (the filter is applied to a unit impulse to get
   ``sum h^2``). Axes beyond the first two are independent (the slices of a stack).
 
@@ -272,7 +281,8 @@ def _draw_params(rng: np.random.Generator) -> dict:
   p["u0"] = _u(rng, -2.5, 2.5)
   p["flat"] = _u(rng, 0.05, 0.2)
   p["egg"] = _u(rng, 0.04, 0.14)
-  p["harm"] = _u(rng, -1.0, 1.0, (3, 3))  # per k = 2, 3, 4: amplitude, slope, phase
+  # Lobulation, per k = 2..5: amplitude, its slope and curvature along the sweep, phase, drift.
+  p["harm"] = _u(rng, -1.0, 1.0, (_N_HARMONICS, 5))
   p["drift"] = _u(rng, -2.0, 2.0, 2)  # lateral drift of the centre (u, d) at |w| = W
   # Rectal wall and periprostatic layers (depths in mm).
   p["t_mucosa"] = _u(rng, 0.4, 0.7)
@@ -314,9 +324,9 @@ def _draw_params(rng: np.random.Generator) -> dict:
   p["calc"] = np.stack([
       _u(rng, 0.0, 1.0, _MAX_CALCIFICATIONS),
       _u(rng, 0.35, 0.9, _MAX_CALCIFICATIONS),
-      _u(rng, 0.1, 0.55, _MAX_CALCIFICATIONS),
+      _u(rng, 0.1, 0.45, _MAX_CALCIFICATIONS),
       _u(rng, -math.pi, math.pi, _MAX_CALCIFICATIONS),
-      _u(rng, 2.5, 5.0, _MAX_CALCIFICATIONS),
+      _u(rng, 6.0, 15.0, _MAX_CALCIFICATIONS),
       _u(rng, 2.5, 5.0, _MAX_CALCIFICATIONS),
   ], axis=1)
   # Acquisition.
@@ -343,8 +353,11 @@ def _gland_slices(p: dict, w: np.ndarray) -> dict:
   b = p["b"] * gs
   u0 = p["u0"] + p["drift"][0] * t * t
   d0 = p["d_post"] + b * (1.0 - p["flat"]) + p["drift"][1] * t * t * g
-  amp = 0.045 * p["harm"][:, 0:1] * (1.0 + 0.5 * p["harm"][:, 1:2] * t)  # (3, nz)
-  phase = math.pi * p["harm"][:, 2]
+  h = p["harm"]
+  k = np.arange(2, 2 + _N_HARMONICS)[:, None]
+  amp = (0.045 / np.sqrt(k - 1.0)) * h[:, 0:1] * (
+      1.0 + 0.4 * h[:, 1:2] * t + 0.3 * h[:, 2:3] * (t * t - 1.0 / 3.0))  # (K, nz)
+  phase = math.pi * h[:, 3:4] + 0.5 * h[:, 4:5] * t  # (K, nz)
   return dict(g=g, t=t, a=a, b=b, u0=u0, d0=d0, amp=amp, phase=phase,
               present=g > 0.08)
 
@@ -352,9 +365,10 @@ def _gland_slices(p: dict, w: np.ndarray) -> dict:
 def _radius(p: dict, c, s, amp, phase):
   """Normalised boundary radius ``R(theta)`` from ``cos``/``sin`` of theta."""
   r = (1.0 + p["egg"] * c) * (1.0 - p["flat"] * np.minimum(s, 0.0) ** 2)
+  theta = np.arctan2(s, c)
   harm = 1.0
-  for k in range(3):
-    harm = harm + amp[k] * np.cos((k + 2) * np.arctan2(s, c) + phase[k])
+  for k in range(_N_HARMONICS):
+    harm = harm + amp[k] * np.cos((k + 2) * theta + phase[k])
   return r * harm
 
 
@@ -372,7 +386,7 @@ def _angle_tables(p: dict, geo: dict, w: np.ndarray) -> dict:
   """
   theta = (2 * math.pi / _N_ANGLES) * np.arange(_N_ANGLES)[:, None]
   c, s = np.cos(theta), np.sin(theta)
-  radius = _radius(p, c, s, geo["amp"][:, None, :], geo["phase"])
+  radius = _radius(p, c, s, geo["amp"][:, None, :], geo["phase"][:, None, :])
   scale = np.sqrt((geo["a"] * c) ** 2 + (geo["b"] * s) ** 2)
   mid = np.exp(-(w / p["midline_mm"]) ** 2)
   om_b = _von_mises(c, s, p["theta_b"], p["sigma_b"]) * (
@@ -388,7 +402,7 @@ def _boundary_point(p: dict, geo: dict, k: int, theta: float,
                     frac: float = 1.0) -> np.ndarray:
   """``(u, d)`` in mm of the point at angle ``theta``, ``frac`` of the way to the boundary."""
   c, s = math.cos(theta), math.sin(theta)
-  r = float(_radius(p, c, s, geo["amp"][:, k], geo["phase"]))
+  r = float(_radius(p, c, s, geo["amp"][:, k], geo["phase"][:, k]))
   return np.array([geo["u0"][k] + frac * r * c * geo["a"][k],
                    geo["d0"][k] + frac * r * s * geo["b"][k]])
 
@@ -484,7 +498,6 @@ def make_micro_us_case(seed: int, *,
 
   # Smooth random fields: texture, shape irregularity, non-expert deviation.
   tex = common.smooth_random_field(rng_tex, shape, spacing3, correlation_mm=2.5)
-  g_shape = common.smooth_random_field(rng_ann, shape, spacing3, correlation_mm=12.0)
   g_ne = common.smooth_random_field(rng_ann, shape, spacing3, correlation_mm=8.0)
 
   # Gland: normalised coordinates, angle -> per-(angle, slice) lookup tables.
@@ -498,11 +511,15 @@ def make_micro_us_case(seed: int, *,
   idx += np.arange(nz, dtype=np.int32)
   del theta
   tab = _angle_tables(p, geo, w1.astype(np.float64))
-  look = {k: np.take(v.astype(f32).ravel(), idx) for k, v in tab.items()}
+  tab["radius"] *= tab["scale"]
+  tab["bias"] = tab["omega_b"] * p["ne_bias_b"] + tab["omega_a"] * p["ne_bias_a"]
+  look = {k: np.take(tab[k].astype(f32).ravel(), idx)
+          for k in ("radius", "scale", "omega", "bias")}
   del idx
-  sdf = (rho - look["radius"]) * look["scale"] + f32(0.4) * g_shape
-  sdf = np.where(geo["present"][None, None, :], sdf, f32(50.0)).astype(f32)
-  del rho, g_shape
+  sdf = rho * look["scale"]
+  sdf -= look["radius"]
+  sdf[..., ~geo["present"]] = 50.0
+  del rho
 
   # Calcifications (on central slices, inside the gland) and their shadows.
   candidates = np.flatnonzero(geo["g"] > 0.6)
@@ -530,8 +547,7 @@ def make_micro_us_case(seed: int, *,
 
   # Annotations.
   expert = sdf < 0
-  delta = ((omega * f32(p["ne_amp"]) + f32(0.03)) * g_ne + look["omega_b"] * f32(p["ne_bias_b"])
-           + look["omega_a"] * f32(p["ne_bias_a"]))
+  delta = (omega * f32(p["ne_amp"]) + f32(0.03)) * g_ne + look["bias"]
   non_expert = (sdf - delta) < 0
   del g_ne, delta, look
 
@@ -564,12 +580,19 @@ def make_micro_us_case(seed: int, *,
   r_n = 1.0 / math.sqrt((n_b[0] / semi[0]) ** 2 + (n_b[1] / semi[1]) ** 2)
   contact = _boundary_point(p, geo, k_mid, p["theta_b"])
   centre_b = contact + (p["gap"] + r_n) * n_b
-  bsdf = common.ellipsoid_sdf(
-      (u, d, w1[None, None, :]), center=(*centre_b, p["bladder_w"]), semi_axes=semi)
-  lumen = special.expit(-bsdf / f32(0.15)) * special.expit((sdf - f32(0.6)) / f32(0.15))
-  wall = special.expit(-(bsdf - f32(p["bladder_wall"])) / f32(0.2)) * h * (1 - lumen)
-  echo = echo * (1 - wall) + e_in * f32(1.1) * wall
-  echo = echo * (1 - lumen) + f32(p["E_lumen"]) * lumen
+  # Evaluated in a box holding every voxel whose pseudo-distance (`ellipsoid_sdf`: the
+  # normalised radius minus 1, times the shortest semi-axis) is below the wall + 2 mm.
+  grow = 1.0 + (p["bladder_wall"] + 2.0) / semi.min()
+  centre3 = (*centre_b, p["bladder_w"])
+  box = tuple(_index_range(x, c - grow * r, c + grow * r)
+              for x, c, r in zip((u1, d1, w1), centre3, semi))
+  lumen = np.zeros(shape, f32)
+  bsdf = common.ellipsoid_sdf((u1[box[0], None, None], d1[None, box[1], None],
+                               w1[None, None, box[2]]), center=centre3, semi_axes=semi)
+  lumen[box] = special.expit(-bsdf / f32(0.15)) * special.expit((sdf[box] - f32(0.6)) / f32(0.15))
+  wall = special.expit(-(bsdf - f32(p["bladder_wall"])) / f32(0.2)) * h[box] * (1 - lumen[box])
+  echo[box] = echo[box] * (1 - wall) + e_in * f32(1.1) * wall
+  echo[box] = echo[box] * (1 - lumen[box]) + f32(p["E_lumen"]) * lumen[box]
   del bsdf, wall
 
   # Urethra (midline slices): a dark tube from the bladder neck to the apex.
