@@ -11,6 +11,19 @@ from jax.sharding import Mesh
 from jaxseg.data.pipeline import shard_batch
 
 
+def final_logits(outputs):
+  """The full-resolution logits of a model's outputs.
+
+  Conventions of jaxseg's models: a plain array is the logits; a tuple or list of deep-supervision
+  heads is ordered coarse -> fine, so the last one is final; a dict holds them under ``"logits"``.
+  """
+  if isinstance(outputs, dict):
+    return outputs["logits"]
+  if isinstance(outputs, (tuple, list)):
+    return outputs[-1]
+  return outputs
+
+
 def pad_to_multiple(array: np.ndarray, multiple: int, axes: tuple[int, ...], fill: float):
   """Pads ``axes`` of ``array`` at the end up to a multiple of ``multiple``; returns the crop."""
   pad = [(0, 0)] * array.ndim
@@ -33,7 +46,8 @@ def predict_slices(
   """Logits of a 2D model for every axial slice of a volume.
 
   Args:
-    logits_fn: jitted ``images (B, h, w, C) -> logits (B, h, w, K)``; it is always called with the
+    logits_fn: jitted ``images (B, h, w, C) -> outputs`` whose :func:`final_logits` are
+      ``(B, h, w, K)``; it is always called with the
       same batch size (the last batch is padded) so it compiles once per slice size.
     image: ``(x, y, z)`` or ``(x, y, z, C)`` volume.
     batch_size: slices per call (a multiple of the mesh size when ``mesh`` is given).
@@ -59,6 +73,6 @@ def predict_slices(
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
     batch = {"image": chunk}
     inputs = shard_batch(batch, mesh)["image"] if mesh is not None else chunk
-    outputs.append(np.asarray(logits_fn(inputs))[:n])
+    outputs.append(np.asarray(final_logits(logits_fn(inputs)))[:n])
   logits = np.moveaxis(np.concatenate(outputs), 0, 2)  # (x, y, z, K)
   return logits[crop[0], crop[1]]

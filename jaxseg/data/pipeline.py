@@ -81,6 +81,16 @@ def _crop(array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: fl
   return out
 
 
+def dense_extras(volume: "Volume") -> dict[str, np.ndarray]:
+  """Extra voxel-wise maps of a volume: arrays whose leading shape is the label's.
+
+  Such maps (a second annotation, signed distance maps, ...) are cropped together with the image
+  and label and travel in the batch under their own key.
+  """
+  return {k: v for k, v in volume.extras.items()
+          if isinstance(v, np.ndarray) and v.shape[:volume.label.ndim] == volume.label.shape}
+
+
 def sample_patch(
     volume: Volume,
     rng: np.random.Generator,
@@ -88,8 +98,8 @@ def sample_patch(
     patch_shape: Sequence[int],
     foreground_prob: float,
     foreground: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-  """One ``(image, label)`` patch; ``foreground`` = flat indices of foreground voxels (optional)."""
+) -> dict[str, np.ndarray]:
+  """One patch ``{"image", "label", **dense extras}``; ``foreground`` = flat foreground indices."""
   shape = volume.label.shape
   full = tuple(patch_shape) + (1,) * (len(shape) - len(patch_shape))
   if len(full) != len(shape):
@@ -103,12 +113,12 @@ def sample_patch(
   start = [int(c) - n // 2 for c, n in zip(centre, full)]
   image = volume.channels_image
   fill = float(image.min()) if image.size else 0.0
-  image_patch = _crop(image, start, full, fill)
-  label_patch = _crop(volume.label, start, full, 0)
+  patch = {"image": _crop(image, start, full, fill), "label": _crop(volume.label, start, full, 0)}
+  for key, value in dense_extras(volume).items():
+    patch[key] = _crop(value, start, full, 0)
   if len(patch_shape) < len(shape):  # 2D slices: drop the unit depth axis
-    image_patch = image_patch.reshape(tuple(patch_shape) + image_patch.shape[len(shape):])
-    label_patch = label_patch.reshape(tuple(patch_shape))
-  return image_patch, label_patch
+    patch = {k: v.reshape(tuple(patch_shape) + v.shape[len(shape):]) for k, v in patch.items()}
+  return patch
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -127,7 +137,8 @@ def patch_batches(
     samples_per_epoch: int | None = None,
     augment: Augment | None = None,
 ) -> Iterator[Batch]:
-  """Yields the batches of one epoch: ``image`` ``(B, *patch, C)`` float32, ``label`` ``(B, *patch)``.
+  """Yields the batches of one epoch: ``image`` ``(B, *patch, C)`` float32, ``label`` ``(B, *patch)``
+  int32, and every dense extra map of the volumes (see :func:`dense_extras`) under its key.
 
   Args:
     volumes: training cases.
@@ -153,15 +164,19 @@ def patch_batches(
   order = np.concatenate([rng.permutation(len(volumes))
                           for _ in range(-(-num_batches * batch_size // len(volumes)))])
   for b in range(num_batches):
-    images, labels = [], []
+    samples = []
     for i in order[b * batch_size:(b + 1) * batch_size]:
-      image, label = sample_patch(volumes[i], rng, patch_shape=patch_shape,
-                                  foreground_prob=foreground_prob, foreground=foregrounds[i])
+      patch = sample_patch(volumes[i], rng, patch_shape=patch_shape,
+                           foreground_prob=foreground_prob, foreground=foregrounds[i])
       if augment is not None:
-        image, label = augment(rng, image, label)
-      images.append(image)
-      labels.append(label)
-    yield {"image": np.stack(images).astype(np.float32), "label": np.stack(labels).astype(np.int32)}
+        if len(patch) > 2:
+          raise ValueError(f"augmentation of extra maps {sorted(patch)[2:]} is not supported")
+        patch["image"], patch["label"] = augment(rng, patch["image"], patch["label"])
+      samples.append(patch)
+    batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+    batch["image"] = batch["image"].astype(np.float32)
+    batch["label"] = batch["label"].astype(np.int32)
+    yield batch
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -176,18 +191,28 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places a host batch on ``mesh``, split along the leading (batch) axis.
+  """Places a global host batch on ``mesh``, split along the leading (batch) axis.
+
+  On several processes (``jax.distributed``), every process holds the same global host batch (the
+  sampler is a pure function of seed and epoch) and contributes only its own contiguous block of
+  rows, which lands on its local devices.
 
   Raises:
     ValueError: if the batch size is not a multiple of the number of devices.
   """
   size = mesh.devices.size
   sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  processes, index = jax.process_count(), jax.process_index()
   out = {}
   for key, value in batch.items():
     value = np.asarray(value)
     if value.shape[0] % size:
       raise ValueError(f"batch size {value.shape[0]} of {key!r} is not a multiple of the "
                        f"{size} devices; choose a batch size divisible by {size}")
-    out[key] = jax.device_put(value, sharding)
+    if processes == 1:
+      out[key] = jax.device_put(value, sharding)
+    else:
+      rows = value.shape[0] // processes
+      local = value[index * rows:(index + 1) * rows]
+      out[key] = jax.make_array_from_process_local_data(sharding, local, value.shape)
   return out

@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxseg.models.prob_unet3d import ProbAttentionUNet3D, ProbUNet3DConfig, mc_predict
+from jaxseg.models.transunet import TransUNet, TransUNetConfig
 from jaxseg.models.unet2d import UNet2D, UNet2DConfig
 
 # name -> (module class, config class); every module takes its config as the ``config`` field.
 REGISTRY: dict[str, tuple[type, type]] = {
     "UNet2D": (UNet2D, UNet2DConfig),
+    "TransUNet": (TransUNet, TransUNetConfig),
+    "ProbAttentionUNet3D": (ProbAttentionUNet3D, ProbUNet3DConfig),
 }
 
 
@@ -47,4 +51,5 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-__all__ = ["REGISTRY", "UNet2D", "UNet2DConfig", "build", "describe", "register"]
+__all__ = ["REGISTRY", "ProbAttentionUNet3D", "ProbUNet3DConfig", "TransUNet", "TransUNetConfig",
+           "UNet2D", "UNet2DConfig", "build", "describe", "mc_predict", "register"]

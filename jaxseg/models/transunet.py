@@ -156,7 +156,9 @@ class StdConv(nn.Module):
     if self.standardize:
       mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
       var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
-      kernel = (kernel - mean) * jax.lax.rsqrt(var + _WS_EPS)
+      # The barrier keeps XLA from fusing the standardisation into the convolution's operand,
+      # which on CPU makes the gradient compile ~1.5x slower.
+      kernel = jax.lax.optimization_barrier((kernel - mean) * jax.lax.rsqrt(var + _WS_EPS))
     pad = k // 2
     return jax.lax.conv_general_dilated(
         x, kernel.astype(self.dtype), (self.strides, self.strides), ((pad, pad), (pad, pad)),

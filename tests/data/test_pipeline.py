@@ -48,7 +48,8 @@ def test_foreground_probability_one_always_contains_foreground():
 def test_patch_crop_pads_outside_the_volume_and_3d_patches():
   vol = _volumes(1, shape=(5, 5, 4))[0]
   rng = np.random.default_rng(0)
-  image, label = pipeline.sample_patch(vol, rng, patch_shape=(12, 12, 2), foreground_prob=1.0)
+  patch = pipeline.sample_patch(vol, rng, patch_shape=(12, 12, 2), foreground_prob=1.0)
+  image, label = patch["image"], patch["label"]
   assert image.shape == (12, 12, 2, 1) and label.shape == (12, 12, 2)
   assert image.min() == pytest.approx(vol.image.min())  # padded with the volume's minimum
   assert label.sum() == vol.label[..., :].astype(bool).sum() or label.sum() > 0
@@ -72,3 +73,24 @@ def test_volume_validation():
   with pytest.raises(ValueError, match="at least one volume"):
     next(pipeline.patch_batches([], batch_size=1, patch_shape=(2, 2), foreground_prob=0.5,
                                 seed=0, epoch=0))
+
+
+def test_dense_extras_are_cropped_with_the_label():
+  rng = np.random.default_rng(0)
+  label = np.zeros((12, 12, 3), np.uint8)
+  label[3:6, 4:8, 1] = 1
+  other = label.copy()
+  other[5, 7, 1] = 0   # a second annotation that differs by one voxel
+  maps = np.stack([label * 2.0, -label * 1.0], axis=-1).astype(np.float32)
+  vol = pipeline.Volume(image=rng.normal(size=label.shape).astype(np.float32), label=label,
+                        spacing=(1, 1, 1), case_id="x",
+                        extras={"non_expert": other, "dist": maps, "note": "not a map"})
+  assert set(pipeline.dense_extras(vol)) == {"non_expert", "dist"}
+  batch = next(pipeline.patch_batches([vol], batch_size=2, patch_shape=(6, 6),
+                                      foreground_prob=1.0, seed=0, epoch=0))
+  assert batch["non_expert"].shape == (2, 6, 6) and batch["dist"].shape == (2, 6, 6, 2)
+  np.testing.assert_array_equal(batch["dist"][..., 0], batch["label"] * 2.0)
+  np.testing.assert_array_equal(batch["non_expert"] <= batch["label"], True)
+  with pytest.raises(ValueError, match="not supported"):
+    next(pipeline.patch_batches([vol], batch_size=1, patch_shape=(6, 6), foreground_prob=1.0,
+                                seed=0, epoch=0, augment=lambda r, i, l: (i, l)))
