@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +34,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, presets: Sequence[s
 
 
 def banner(name: str, args: argparse.Namespace) -> None:
+  """Prints what runs where; with ``--no-progress`` also silences the dataset build's bars."""
+  if args.no_progress:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    tfds.disable_progress_bar()
   print(f"jaxseg {name}: preset={args.preset} data={args.data} devices={jax.device_count()} "
         f"({jax.devices()[0].platform})", flush=True)
 
@@ -62,6 +65,3 @@ def export_model(directory: str, trainer: Trainer, state, *, spacing: Sequence[f
       "normalization": {"kind": "percentile_zscore", "lower": 0.5, "upper": 99.5},
       "class_names": list(class_names), "input_channels": input_channels, **extra})
 
-
-def relative(path: str) -> str:
-  return os.path.relpath(path) if not os.path.isabs(path) else path

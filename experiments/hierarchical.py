@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -259,12 +260,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   sample = next(iter(batches(0)))
   evaluate = make_evaluator(trainer, val, preset)
 
-  def run(name: str, alpha: float, epochs: int):
+  def run(name: str, alpha: float, epochs: int, continue_from: str | None = None):
     state = trainer.init(init_key, sample)  # the same fresh initialisation for every run
+    run_dir = os.path.join(workdir, "runs", name)
+    resume = args.resume
+    if continue_from is not None and not (resume and os.path.exists(run_dir)):
+      # The search run with this alpha is exactly this run's first epochs (same initialisation,
+      # data order and constant learning rate): continue it instead of repeating them.
+      shutil.rmtree(run_dir, ignore_errors=True)
+      shutil.copytree(os.path.join(workdir, "runs", continue_from), run_dir)
+      resume = True
     return trainer.fit(state, batches=batches, evaluate=evaluate, loss_params={"alpha": alpha},
                        config=TrainConfig(num_epochs=epochs, seed=args.seed, name=name,
                                           progress=not args.no_progress),
-                       workdir=os.path.join(workdir, "runs", name), resume=args.resume)
+                       workdir=run_dir, resume=resume)
 
   flat = run("flat", 0.0, preset.epochs)
   search = {}
@@ -278,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           flush=True)
   else:
     alpha = args.alpha
-  hier = run(f"hierarchical_alpha{alpha:g}", alpha, preset.epochs)
+  search_run = (f"search_alpha{alpha:g}"
+                if alpha in search and preset.search_epochs <= preset.epochs else None)
+  hier = run(f"hierarchical_alpha{alpha:g}", alpha, preset.epochs, continue_from=search_run)
 
   for name, result, a in (("flat", flat, 0.0), ("hierarchical", hier, alpha)):
     export_model(os.path.join(workdir, "models", name), trainer, result.best_state,

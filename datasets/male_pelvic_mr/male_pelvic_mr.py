@@ -178,6 +178,7 @@ def preprocess_case(
   bad = int(np.count_nonzero(~np.isfinite(image.astype(np.float64))))
   if bad:
     raise ValueError(f"case {case_id}: image has {bad} non-finite voxel(s).")
+  spacing = preprocess.validate_spacing(spacing, name=f"case {case_id}: spacing")
   new_image, new_label, new_spacing, new_affine = preprocess.resample_case(
       image, label, spacing, affine, target_spacing
   )

@@ -221,7 +221,7 @@ def preprocess_case(
   if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
     raise ValueError(f"case {case_id}: image must be real-valued, got dtype {image.dtype}.")
   label = preprocess.validate_label(label, NUM_CLASSES, name=f"case {case_id}", shape=image.shape)
-  spacing = np.asarray(spacing, dtype=np.float64)
+  spacing = preprocess.validate_spacing(spacing, name=f"case {case_id}: spacing")
   affine = np.asarray(affine, dtype=np.float64)
   if affine.shape != (4, 4):
     raise ValueError(f"case {case_id}: affine must be 4x4, got shape {affine.shape}.")

@@ -465,7 +465,7 @@ def preprocess_case(
   lesions = preprocess.validate_label(arrays["lesions"], 2, name=f"case {case_id}: lesions")
   if patient_label not in (0, 1):
     raise ValueError(f"case {case_id}: patient_label must be 0 or 1, got {patient_label!r}.")
-  spacing = np.asarray(spacing, np.float64)
+  spacing = preprocess.validate_spacing(spacing, name=f"case {case_id}: spacing")
   affine = np.asarray(affine, np.float64)
   images = [t2w.astype(np.float32), arrays["DWI"].astype(np.float32),
             arrays["ADC"].astype(np.float32)]

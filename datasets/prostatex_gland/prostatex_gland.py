@@ -228,7 +228,7 @@ def preprocess_case(
   bad = int(np.count_nonzero(~np.isfinite(image.astype(np.float64))))
   if bad:
     raise ValueError(f"case {case_id}: image has {bad} non-finite voxel(s).")
-  spacing = np.asarray(spacing, dtype=np.float64)
+  spacing = preprocess.validate_spacing(spacing, name=f"case {case_id}: spacing")
   affine = np.asarray(affine, dtype=np.float64)
   if target_spacing is None:
     new_image, new_label = image.astype(np.float32), label

@@ -45,6 +45,7 @@ __all__ = [
     "resampled_shape",
     "split_cases",
     "validate_label",
+    "validate_spacing",
 ]
 
 SPLITS: tuple[str, str, str] = ("train", "validation", "test")
@@ -67,6 +68,23 @@ def _as_spacing(spacing: Any, name: str, ndim: int = 3) -> np.ndarray:
   if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
     raise ValueError(f"{name} must be finite and positive, got {tuple(arr.tolist())}.")
   return arr
+
+
+def validate_spacing(spacing: Any, *, name: str = "spacing", ndim: int = 3) -> np.ndarray:
+  """Checks a voxel spacing: ``ndim`` finite, positive numbers (mm).
+
+  Args:
+    spacing: the spacing, one value per spatial axis.
+    name: what to call it in the error message (e.g. ``"case 001000: spacing"``).
+    ndim: number of spatial axes.
+
+  Returns:
+    The spacing as a float64 ``(ndim,)`` array.
+
+  Raises:
+    ValueError: wrong length, non-numeric, zero, negative, NaN or infinite entries.
+  """
+  return _as_spacing(spacing, name, ndim)
 
 
 def resampled_shape(

@@ -199,6 +199,10 @@ class ProbUNet3DConfig:
     if self.latent_filters is not None and (len(self.latent_filters) != n
                                             or min(self.latent_filters) < 1):
       raise ValueError(f"latent_filters needs {n} positive entries, got {self.latent_filters}")
+    for name in ("num_classes", "in_channels", "se_reduction", "latent_levels", "latent_dim"):
+      value = getattr(self, name)
+      if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got {value!r}")
     if not 0 <= self.latent_levels <= n - 1:
       raise ValueError(f"latent_levels must be in [0, {n - 1}], got {self.latent_levels}")
     if self.latent_dim < 1 or self.num_classes < 1 or self.in_channels < 1:
@@ -209,7 +213,12 @@ class ProbUNet3DConfig:
     for name in ("dropout_rate", "final_dropout_rate"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-    jnp.dtype(self.dtype)  # raises TypeError on an unknown dtype name
+    try:
+      dtype = jnp.dtype(self.dtype)
+    except TypeError as e:
+      raise ValueError(f"unknown dtype {self.dtype!r}") from e
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(f"dtype must be a floating dtype, got {self.dtype!r}")
 
   @classmethod
   def paper(cls, num_classes: int = 3, in_channels: int = 1, **overrides) -> "ProbUNet3DConfig":

@@ -1,7 +1,8 @@
 """Atomic checkpoints of a :class:`~jaxseg.train.state.TrainState` plus JSON metadata (orbax).
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a run
-killed mid-save never leaves a checkpoint that :meth:`Checkpointer.restore` would load.
+killed mid-save never leaves a checkpoint that :meth:`Checkpointer.restore` would load; such
+leftover temporary directories are removed when a :class:`Checkpointer` is created.
 """
 
 from __future__ import annotations
@@ -22,9 +23,19 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=False))
+                                             enable_async_checkpointing=False,
+                                             # Unfinished saves of a killed run.
+                                             cleanup_tmp_directories=True))
 
   def save(self, epoch: int, state: Any, metadata: dict[str, Any]) -> None:
+    """Writes the checkpoint of ``epoch``, replacing one of the same epoch if there is one.
+
+    A run killed after writing epoch ``e`` here but before its other checkpoint directory (or its
+    ``latest`` checkpoint) was written resumes from an earlier epoch and redoes ``e``; the stale
+    checkpoint is then replaced (orbax itself refuses to save an existing step).
+    """
+    if epoch in self._manager.all_steps():
+      self._manager.delete(epoch)
     self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                       metadata=ocp.args.JsonSave(metadata)),
                        force=True)

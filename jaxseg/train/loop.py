@@ -233,9 +233,13 @@ class Trainer:
     latest = best = None
     if workdir is not None:
       workdir = os.fspath(workdir)
-      if not resume and os.path.exists(os.path.join(workdir, "checkpoints")):
+      # Several processes (jax.distributed) share one workdir: process 0 alone removes old
+      # checkpoints and writes metrics.jsonl; orbax writes checkpoints from every process.
+      if (not resume and jax.process_index() == 0
+          and os.path.exists(os.path.join(workdir, "checkpoints"))):
         shutil.rmtree(os.path.join(workdir, "checkpoints"))
       os.makedirs(workdir, exist_ok=True)
+      _sync_processes("jaxseg_fit_workdir_ready")
       latest = Checkpointer(os.path.join(workdir, "checkpoints", "latest"))
       best = Checkpointer(os.path.join(workdir, "checkpoints", "best"))
       metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -293,11 +297,14 @@ class Trainer:
             f"{record['train_loss']:.4f} val {config.select_metric} "
             f"{metrics[config.select_metric]:.4f}{' *' if improved[k] else ''} ({seconds:.1f}s)")
       if workdir is not None:
+        # Metrics first, then best, then latest: a run killed in between resumes from the older
+        # latest checkpoint and drops (then recomputes) the records of later epochs, so no
+        # record of an epoch that a checkpoint covers is ever lost.
+        _write_jsonl(metrics_path, [h for hs in history for h in hs])
         if any(improved):
           best.save(epoch, self.stack(best_states), {"epoch": epoch, "best_epoch": best_epoch})
         latest.save(epoch, state, {"epoch": epoch, "best_metric": best_metric,
                                    "best_epoch": best_epoch, "stale": stale})
-        _write_jsonl(metrics_path, [h for hs in history for h in hs])
       if config.patience is not None and min(stale) >= config.patience:
         log(f"[{config.name}] early stop: no improvement for {min(stale)} epochs")
         break
@@ -319,7 +326,17 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def _sync_processes(name: str) -> None:
+  """Barrier across the processes of a ``jax.distributed`` job (nothing on one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
 def _write_jsonl(path: str, records: list[dict[str, Any]]) -> None:
+  """Atomically replaces ``path`` (written by process 0 only when there are several)."""
+  if jax.process_index() != 0:
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     for record in records:

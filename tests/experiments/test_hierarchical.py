@@ -33,6 +33,12 @@ def test_tiny_run_writes_every_output_and_resumes(tmp_path, monkeypatch):
   assert dice.shape == (1, 9)
   assert np.all((dice[~np.isnan(dice)] >= 0) & (dice[~np.isnan(dice)] <= 1))
   assert len(saved["history"]["flat"]) == 2
+  # The chosen alpha's run continues its 1-epoch search run: 2 epochs, the first one shared.
+  hier = saved["history"]["hierarchical"]
+  assert len(hier) == 2
+  search_log = out / "runs" / f"search_alpha{saved['alpha']:g}" / "metrics.jsonl"
+  first = json.loads(search_log.read_text().splitlines()[0])
+  assert hier[0]["train_loss"] == first["train_loss"]
 
   with open(out / "penalty_matrix.csv") as f:
     rows = list(csv.reader(f))
