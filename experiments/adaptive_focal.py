@@ -71,7 +71,7 @@ class Preset:
 
 PRESETS = {
     # Minutes on 2 CPU cores: a tiny TransUNet at 64 x 64, 24 phantom patients of 8 slices.
-    "cpu": Preset(model="cpu", image_size=64, batch_size=8, epochs=8, learning_rate=0.01,
+    "cpu": Preset(model="cpu", image_size=64, batch_size=8, epochs=30, learning_rate=0.01,
                   samples_per_epoch=256, hard_weight=4.0, eval_batch=8,
                   data={"phantom": {"num_cases": 24, "num_slices": 8}, "microsegnet": {}}),
     # MicroSegNet: 224 x 224, R50-ViT-B/16 sizes, batch 8, 10 epochs, SGD 0.01, seed 1234.

@@ -28,7 +28,11 @@ Architecture (``L = len(filters)`` levels, level 0 full resolution)
   ``1x1x1 conv(stride s) -> IN`` when the stride or the channel count changes), added and passed
   through LeakyReLU(0.1). IN is instance normalisation (per example and channel over the spatial
   axes, learned scale and bias). SE: global average pool -> dense(C / r) -> LeakyReLU(0.1) ->
-  dense(C) -> sigmoid -> channel-wise rescaling (Hu et al.), r = ``se_reduction``.
+  dense(C) -> sigmoid -> channel-wise rescaling (Hu et al.), r = ``se_reduction``. The squeeze
+  (global average pool) reads the second convolution's output *before* its instance norm: after
+  IN the spatial mean of every channel is exactly IN's bias, so squeezing there would make the
+  channel attention a learned constant that ignores the input (with batch norm, as in SE-ResNet,
+  the question does not arise). The excitation rescales the normalised branch.
 * **Encoder**: level ``i`` is one SE-residual block with ``filters[i]``, ``kernel_sizes[i]`` and
   ``strides[i]`` (``strides[0]`` must be 1, so level 0 is full resolution), followed by dropout
   (``dropout_rate``) on levels ``1 .. L-1``. Level ``L-1`` is the bottleneck.
@@ -315,16 +319,22 @@ class SqueezeExcite(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, squeeze_from: jax.Array | None = None) -> jax.Array:
+    """Rescales ``x``; the squeeze reads ``squeeze_from`` (same shape) when given, else ``x``."""
     channels = x.shape[-1]
-    s = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)), keepdims=True)
+    source = x if squeeze_from is None else squeeze_from
+    s = jnp.mean(source, axis=tuple(range(1, x.ndim - 1)), keepdims=True)
     s = _leaky(_dense(max(1, channels // self.reduction), self.dtype)(s))
     s = nn.sigmoid(_dense(channels, self.dtype)(s))
     return x * s
 
 
 class SEResidualBlock(nn.Module):
-  """conv(k, s)-IN-LeakyReLU-conv(k)-IN-SE plus a (projected) residual, then LeakyReLU(0.1)."""
+  """conv(k, s)-IN-LeakyReLU-conv(k)-IN-SE plus a (projected) residual, then LeakyReLU(0.1).
+
+  The SE squeeze reads the second convolution's output before its instance norm (module
+  docstring).
+  """
 
   features: int
   kernel_size: _Triple
@@ -337,9 +347,9 @@ class SEResidualBlock(nn.Module):
     residual = x
     y = _conv(self.features, self.kernel_size, self.dtype, self.strides)(x)
     y = _leaky(_instance_norm(self.dtype)(y))
-    y = _conv(self.features, self.kernel_size, self.dtype)(y)
-    y = _instance_norm(self.dtype)(y)
-    y = SqueezeExcite(self.se_reduction, self.dtype)(y)
+    z = _conv(self.features, self.kernel_size, self.dtype)(y)
+    y = _instance_norm(self.dtype)(z)
+    y = SqueezeExcite(self.se_reduction, self.dtype)(y, squeeze_from=z)  # see module docstring
     if tuple(self.strides) != (1, 1, 1) or x.shape[-1] != self.features:
       residual = _conv(self.features, (1, 1, 1), self.dtype, self.strides)(x)
       residual = _instance_norm(self.dtype)(residual)

@@ -97,8 +97,8 @@ def _instance_norm(x, p, eps=1e-5):
   return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
 
 
-def _squeeze_excite(x, p):
-  s = x.mean(axis=(1, 2, 3), keepdims=True)
+def _squeeze_excite(x, p, squeeze_from=None):
+  s = (x if squeeze_from is None else squeeze_from).mean(axis=(1, 2, 3), keepdims=True)
   s = _leaky(s @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
   s = _sigmoid(s @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"])
   return x * s
@@ -107,8 +107,8 @@ def _squeeze_excite(x, p):
 def _se_residual(x, p, strides):
   y = _conv3d(x, p["Conv_0"]["kernel"], strides)
   y = _leaky(_instance_norm(y, p["InstanceNorm_0"]))
-  y = _instance_norm(_conv3d(y, p["Conv_1"]["kernel"]), p["InstanceNorm_1"])
-  y = _squeeze_excite(y, p["SqueezeExcite_0"])
+  z = _conv3d(y, p["Conv_1"]["kernel"])
+  y = _squeeze_excite(_instance_norm(z, p["InstanceNorm_1"]), p["SqueezeExcite_0"], squeeze_from=z)
   residual = x
   if "Conv_2" in p:
     residual = _instance_norm(_conv3d(x, p["Conv_2"]["kernel"], strides), p["InstanceNorm_2"])
