@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -216,3 +216,19 @@ def prepare(
       examples.sort(key=lambda ex: ex[sort_key])
     result[split] = examples
   return result
+
+
+def resolve_manual_dir(dl_manager: tfds.download.DownloadManager, *, what: str,
+                       error: Callable[..., Exception]) -> str:
+  """The manual directory of a build, or ``error(given, problem=...)`` when tfds has none.
+
+  tfds raises a bare ``AssertionError`` when the manual directory is not given, missing or
+  empty; this turns it into the builder's own error, which says what to download and where.
+  ``what`` names the dataset and config in the message, e.g. ``"micro_us (config 'microsegnet')"``.
+  """
+  try:
+    return os.fspath(dl_manager.manual_dir)
+  except AssertionError:
+    given = getattr(dl_manager, "_manual_dir", None)
+    raise error(given, problem=f"Manual directory {given} for {what} does not exist or is "
+                "empty.") from None

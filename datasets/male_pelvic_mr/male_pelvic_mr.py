@@ -330,18 +330,8 @@ def _zenodo_hint(manual_dir: str) -> str:
 
 
 def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
-  """The manual directory, or a FileNotFoundError saying what to download and where."""
-  try:
-    return os.fspath(dl_manager.manual_dir)
-  except AssertionError:  # tfds: manual dir not given, missing or empty.
-    given = getattr(dl_manager, "_manual_dir", None)
-    raise _zenodo_error(
-        given,
-        problem=(
-            f"Manual directory {given} for male_pelvic_mr (config 'zenodo') does not exist "
-            "or is empty."
-        ),
-    ) from None
+  return _common.resolve_manual_dir(dl_manager, what="male_pelvic_mr (config 'zenodo')",
+                                    error=_zenodo_error)
 
 
 def _parse_institutions(text: str, where: str) -> dict[str, str]:

@@ -420,18 +420,8 @@ def _hint(manual_dir: str) -> str:
 
 
 def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
-  """The manual directory, or a FileNotFoundError saying what to download and where."""
-  try:
-    return os.fspath(dl_manager.manual_dir)
-  except AssertionError:  # tfds: manual dir not given, missing or empty.
-    given = getattr(dl_manager, "_manual_dir", None)
-    raise _error(
-        given,
-        problem=(
-            f"Manual directory {given} for micro_us (config 'microsegnet') does not exist "
-            "or is empty."
-        ),
-    ) from None
+  return _common.resolve_manual_dir(dl_manager, what="micro_us (config 'microsegnet')",
+                                    error=_error)
 
 
 def _list_volumes(folder: str, prefix: str) -> dict[str, str]:

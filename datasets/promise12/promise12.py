@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import functools
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -435,19 +436,8 @@ def _hint(source: str, manual_dir: str) -> str:
 
 
 def _manual_dir(dl_manager: tfds.download.DownloadManager, source: str) -> str:
-  """The manual directory, or a FileNotFoundError saying what to download and where."""
-  try:
-    return os.fspath(dl_manager.manual_dir)
-  except AssertionError:  # tfds: manual dir not given, missing or empty.
-    given = getattr(dl_manager, "_manual_dir", None)
-    raise _error(
-        source,
-        given,
-        problem=(
-            f"Manual directory {given} for promise12 (config {source!r}) does not exist or "
-            "is empty."
-        ),
-    ) from None
+  return _common.resolve_manual_dir(dl_manager, what=f"promise12 (config {source!r})",
+                                    error=functools.partial(_error, source))
 
 
 # ------------------------------------------------------------------------------------------

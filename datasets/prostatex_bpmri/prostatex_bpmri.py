@@ -100,6 +100,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -667,16 +668,8 @@ def _error(source: str, manual_dir: Any, missing=(), problem: str | None = None
 
 
 def _manual_dir(dl_manager: tfds.download.DownloadManager, source: str) -> str:
-  """The manual directory, or a FileNotFoundError saying what to download and where."""
-  try:
-    return os.fspath(dl_manager.manual_dir)
-  except AssertionError:  # tfds: manual dir not given, missing or empty.
-    given = getattr(dl_manager, "_manual_dir", None)
-    raise _error(
-        source, given,
-        problem=(f"Manual directory {given} for prostatex_bpmri (config {source!r}) does not "
-                 "exist or is empty."),
-    ) from None
+  return _common.resolve_manual_dir(dl_manager, what=f"prostatex_bpmri (config {source!r})",
+                                    error=functools.partial(_error, source))
 
 
 def _walk(root: str) -> list[str]:

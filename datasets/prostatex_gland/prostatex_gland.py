@@ -382,18 +382,8 @@ def _hint(manual_dir: str) -> str:
 
 
 def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
-  """The manual directory, or a FileNotFoundError saying what to download and where."""
-  try:
-    return os.fspath(dl_manager.manual_dir)
-  except AssertionError:  # tfds: manual dir not given, missing or empty.
-    given = getattr(dl_manager, "_manual_dir", None)
-    raise _prostatex_error(
-        given,
-        problem=(
-            f"Manual directory {given} for prostatex_gland (config 'prostatex') does not exist "
-            "or is empty."
-        ),
-    ) from None
+  return _common.resolve_manual_dir(dl_manager, what="prostatex_gland (config 'prostatex')",
+                                    error=_prostatex_error)
 
 
 def _find_child(directory: str, name: str) -> str | None:
