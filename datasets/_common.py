@@ -1,4 +1,4 @@
-"""Helpers shared by the tfds builders of jaxseg.
+"""Helpers shared by the tfds builders of jaxseg: configs, builds, manual data.
 
 Every builder of the project is a `tfds.core.GeneratorBasedBuilder` whose features are
 `tfds.features.Tensor` (volumes zlib-encoded) and `Text`, written as ``array_record`` and read
@@ -6,21 +6,28 @@ with ``as_data_source()``: this path needs no TensorFlow (REFERENCE, platform fa
 
 * `JaxsegBuilderConfig`: a `BuilderConfig` whose settings are dataclass fields. ``replace``
   returns a copy with other settings and a *distinct* name derived from a fingerprint of the
-  settings, so cached builds of different settings never share a directory.
+  settings, so cached builds of different settings never share a directory. `check_choice`,
+  `check_shape`, `check_spacing` and `check_percentiles` validate the settings the builders
+  share, with the same messages everywhere.
+* `builder_config`: a builder's config by name (or object) with setting overrides.
 * `prepare`: builds a dataset (if it is not built yet) and reads every split into memory as
   lists of dicts of NumPy arrays.
-* `missing_manual_data`: the `FileNotFoundError` to raise when manual data are missing.
+* `ManualRelease`: a release read from the manual directory (what to download, its layout):
+  the manual directory of a build, and the `FileNotFoundError` (`missing_manual_data`) to raise
+  when the data are missing. `append_to_errors` adds a hint (what to re-download) to the errors
+  raised while a release's files are read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -28,9 +35,17 @@ import tensorflow_datasets as tfds
 __all__ = [
     "DATA_DIR_ENV",
     "JaxsegBuilderConfig",
+    "ManualRelease",
+    "append_to_errors",
+    "builder_config",
+    "check_choice",
+    "check_percentiles",
+    "check_shape",
+    "check_spacing",
     "default_data_dir",
     "missing_manual_data",
     "prepare",
+    "resolve_manual_dir",
     "to_numpy_example",
 ]
 
@@ -110,6 +125,56 @@ class JaxsegBuilderConfig(tfds.core.BuilderConfig):
     new.description = f"Custom config derived from {base!r}; settings: {new.settings()}."
     return new
 
+
+_Config = TypeVar("_Config", bound=JaxsegBuilderConfig)
+
+
+def builder_config(
+    builder_cls: type[tfds.core.DatasetBuilder], config: str | _Config, **overrides: Any
+) -> _Config:
+  """``builder_cls``'s config named ``config`` (or ``config`` itself), with ``overrides``.
+
+  Overrides go through `JaxsegBuilderConfig.replace`, so the result has a distinct name.
+  """
+  if isinstance(config, str):
+    configs: Mapping[str, _Config] = builder_cls.builder_configs
+    if config not in configs:
+      raise ValueError(f"Unknown config {config!r}; available: {sorted(configs)}.")
+    config = configs[config]
+  if overrides:
+    config = config.replace(**overrides)
+  return config
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+  """Raises ``"{name} must be 'a', 'b' or 'c', got ..."`` unless ``value`` is one of ``choices``."""
+  if value not in choices:
+    options = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+    raise ValueError(f"{name} must be {options}, got {value!r}.")
+
+
+def check_shape(name: str, value: Any) -> None:
+  """Raises unless ``value`` is 3 positive ints (a volume shape)."""
+  if len(tuple(value)) != 3 or min(int(v) for v in value) < 1:
+    raise ValueError(f"{name} must be 3 positive ints, got {value}.")
+
+
+def check_spacing(name: str, value: Any) -> None:
+  """Raises unless ``value`` is 3 finite positive numbers (a voxel spacing in mm)."""
+  arr = np.asarray(value, dtype=np.float64)
+  if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+    raise ValueError(f"{name} must be 3 finite positive numbers, got {value}.")
+
+
+def check_percentiles(value: Any) -> None:
+  """Raises unless ``value`` is ``(lower, upper)`` with ``0 <= lower <= upper <= 100``."""
+  if len(tuple(value)) != 2:
+    raise ValueError(f"clip_percentiles must be (lower, upper), got {value}.")
+  lo, hi = value
+  if not 0.0 <= lo <= hi <= 100.0:
+    raise ValueError(
+        f"clip_percentiles must satisfy 0 <= lower <= upper <= 100, got {value}."
+    )
 
 def missing_manual_data(
     *,
@@ -232,3 +297,47 @@ def resolve_manual_dir(dl_manager: tfds.download.DownloadManager, *, what: str,
     given = getattr(dl_manager, "_manual_dir", None)
     raise error(given, problem=f"Manual directory {given} for {what} does not exist or is "
                 "empty.") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ManualRelease:
+  """A release that a builder reads from the manual directory.
+
+  Attributes:
+    dataset: the dataset and config in messages, e.g. ``"micro_us (config 'microsegnet')"``.
+    source: what to download (`missing_manual_data`).
+    layout: the expected layout under the manual directory (multi-line text).
+  """
+
+  dataset: str
+  source: str
+  layout: str
+
+  def error(
+      self,
+      manual_dir: str | os.PathLike[str] | None,
+      missing: Iterable[str] = (),
+      problem: str | None = None,
+  ) -> FileNotFoundError:
+    """The `missing_manual_data` error of this release (to be raised by the caller)."""
+    return missing_manual_data(dataset=self.dataset, source=self.source, manual_dir=manual_dir,
+                               layout=self.layout, missing=missing, problem=problem)
+
+  def manual_dir(self, dl_manager: tfds.download.DownloadManager) -> str:
+    """The build's manual directory (`resolve_manual_dir`), or this release's error."""
+    return resolve_manual_dir(dl_manager, what=self.dataset, error=self.error)
+
+
+@contextlib.contextmanager
+def append_to_errors(
+    text: str, types: tuple[type[Exception], ...] = (ValueError, FileNotFoundError)
+) -> Iterator[None]:
+  """Re-raises an exception of ``types`` raised in the block as ``type(e)(f"{e}{text}")``.
+
+  Used around the reading and preprocessing of a release's files, with ``text`` a hint that
+  names the files or says what to re-download.
+  """
+  try:
+    yield
+  except types as e:
+    raise type(e)(f"{e}{text}") from e

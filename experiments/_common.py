@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,45 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, presets: Sequence[s
                       help="continue interrupted runs from their latest checkpoints")
   parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
   parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+@dataclasses.dataclass(frozen=True)
+class Override:
+  """A command-line flag that replaces one field of a preset (or one dataset setting).
+
+  Attributes:
+    field: the field replaced; also the flag's ``dest``.
+    type: the type of each value.
+    nargs: number of values (``"+"`` for one or more); the value is then a tuple.
+    flag: the flag (default ``--`` + ``field`` with dashes).
+    help: help text.
+  """
+
+  field: str
+  type: type = int
+  nargs: int | str | None = None
+  flag: str | None = None
+  help: str | None = None
+
+
+def add_overrides(parser: argparse.ArgumentParser, overrides: Sequence[Override], *,
+                  title: str = "preset overrides") -> None:
+  """Adds one flag per override (default None: keep the preset's value)."""
+  group = parser.add_argument_group(title)
+  for o in overrides:
+    metavar = o.field.split("_")[-1].upper() if o.nargs else None
+    group.add_argument(o.flag or "--" + o.field.replace("_", "-"), dest=o.field, type=o.type,
+                       nargs=o.nargs, metavar=metavar, help=o.help)
+
+
+def given_overrides(args: argparse.Namespace, overrides: Sequence[Override]) -> dict[str, Any]:
+  """``field -> value`` of the overrides given on the command line (tuples for several values)."""
+  out = {}
+  for o in overrides:
+    value = getattr(args, o.field)
+    if value is not None:
+      out[o.field] = tuple(value) if o.nargs else value
+  return out
 
 
 def banner(name: str, args: argparse.Namespace) -> None:

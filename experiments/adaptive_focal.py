@@ -39,8 +39,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from experiments._common import (add_common_arguments, banner, export_model,  # noqa: E402
-                                 predict_logits, to_volumes)
+from experiments._common import (Override, add_common_arguments, add_overrides,  # noqa: E402
+                                 banner, export_model, given_overrides, predict_logits,
+                                 to_volumes)
 from jaxseg.data.pipeline import Volume, patch_batches  # noqa: E402
 from jaxseg.losses.annotation import adaptive_focal_loss, ag_bce_loss, hard_region_mask  # noqa: E402
 from jaxseg.losses.focal import sigmoid_focal_loss  # noqa: E402
@@ -81,30 +82,27 @@ PRESETS = {
 }
 
 
+PRESET_FLAGS = (Override("epochs"), Override("batch_size"), Override("learning_rate", float),
+                Override("samples_per_epoch"), Override("image_size"),
+                Override("hard_weight", float))
+DATA_FLAGS = (Override("num_cases"), Override("num_slices"))
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m experiments.adaptive_focal",
                                    description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   add_common_arguments(parser, presets=PRESETS, data=("phantom", "microsegnet"),
                        workdir=os.path.join("results", "adaptive_focal"))
-  group = parser.add_argument_group("preset overrides")
-  for name, kind in (("epochs", int), ("batch-size", int), ("learning-rate", float),
-                     ("samples-per-epoch", int), ("image-size", int), ("num-cases", int),
-                     ("num-slices", int), ("hard-weight", float)):
-    group.add_argument(f"--{name}", type=kind)
+  add_overrides(parser, PRESET_FLAGS + DATA_FLAGS)
   return parser.parse_args(argv)
 
 
 def resolve_preset(args: argparse.Namespace) -> Preset:
   preset = PRESETS[args.preset]
-  changes = {n: getattr(args, n) for n in ("epochs", "batch_size", "learning_rate",
-                                           "samples_per_epoch", "image_size", "hard_weight")
-             if getattr(args, n) is not None}
-  data = dict(preset.data[args.data])
-  for name in ("num_cases", "num_slices"):
-    if getattr(args, name) is not None:
-      data[name] = getattr(args, name)
-  data["image_size"] = changes.get("image_size", preset.image_size)
+  changes = given_overrides(args, PRESET_FLAGS)
+  data = {**preset.data[args.data], **given_overrides(args, DATA_FLAGS),
+          "image_size": changes.get("image_size", preset.image_size)}
   changes["data"] = {args.data: data}
   return dataclasses.replace(preset, **changes)
 

@@ -42,12 +42,14 @@ The four losses train as ONE sweep per task and fold (``Trainer(num_configs=4)``
 ``loss_params["select"]`` picks each configuration's loss): the same initialisation (one key per
 task, reused for every fold), the same batches, Adam with AMSGrad and cosine decay (REFERENCE §2).
 K-fold cross-validation splits *patients* (stratified by patient label; the same folds for both
-tasks and all losses). The held-out fold is predicted with :func:`~jaxseg.models.prob_unet3d.
-mc_predict` (prior samples and MC dropout; the same keys for every loss) giving the mean
-probability and variance per voxel. There is no model selection: the weights of the last epoch
-are evaluated (the per-epoch "dice" printed during training is the Dice of a fixed batch of
-*training* patches, for monitoring only). Metrics pool the held-out predictions of all folds, so
-every patient is evaluated once, and 95% CIs are percentile bootstraps over patients:
+tasks and all losses). Within each fold a stratified ``validation_fraction`` of the training patients is
+held back for model selection: after every epoch a deterministic pass (prior mean, no dropout)
+segments the whole validation volumes, and the epoch with the best pooled soft Dice of the task's
+first region (WG, or csPCa) is kept, per loss. The held-out fold is predicted with those weights by
+:func:`~jaxseg.models.prob_unet3d.mc_predict` (prior samples and MC dropout; the same keys for
+every loss) giving the mean probability and variance per voxel. Metrics pool the held-out
+predictions of all folds, so every patient is evaluated once, and 95% CIs are percentile
+bootstraps over patients:
 
 * NLL (mean voxel NLL per patient), top-label ECE (15 bins; voxels pooled over the resampled
   patients), soft Dice (probabilities) and hard Dice (argmax) per zone -- the anatomical task
@@ -71,12 +73,18 @@ hard Dice per zone; AUROC, pAUC-FROC, maximum sensitivity, AP -- all with 95% CI
 ``results.json`` (settings, folds, per-patient values, FROC curves, training histories),
 figures ``histograms_{task}.png`` (probabilities over the predicted segments, as the paper's
 appendix), ``reliability_{task}.png``, ``froc.png`` (with bootstrap 95% bands) and
-``overlays_{task}.png``, and the last-epoch models under
+``overlays_{task}.png``, and the selected models under
 ``models/{task}/{ce,balanced_ce,focal,dice_boundary}/fold{k}``.
 
+Augmentation (:mod:`jaxseg.data.augment`): left-right flips (``Mirror``), which move the distance
+maps with the labels and keep them exact, and a per-channel intensity scale and shift plus
+Gaussian noise (``IntensityJitter``, ``preset.jitter`` = (scale std, shift std, noise std)).
+
 Deviations from the paper (documented, deliberate): nnU-Net-style patches smaller than the crop
-(foreground-centred with probability ``foreground_prob``) instead of whole crops, and horizontal
-flips as the only augmentation (the pipeline's 2D augmentations do not carry the distance maps).
+(foreground-centred with probability ``foreground_prob``) instead of whole crops; of the paper's
+augmentations (noise, horizontal flip, rotation +-7.5 deg, translation and scaling 0-15%, gamma,
+simulated poor scans) only the flip and the intensity changes: rotations and scalings would make
+the distance maps, computed once per volume, inexact.
 """
 
 from __future__ import annotations
@@ -87,7 +95,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -95,7 +103,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments._common import add_common_arguments, banner, export_model
+from experiments._common import (Override, add_common_arguments, add_overrides, banner,
+                                 export_model, given_overrides)
+from jaxseg.data.augment import Compose, IntensityJitter, Mirror
 from jaxseg.data.distance import signed_distance_maps
 from jaxseg.data.pipeline import Volume, patch_batches, replicate, shard_batch
 from jaxseg.losses.boundary import dice_boundary_loss
@@ -166,6 +176,8 @@ class Preset:
   beta: float
   foreground_prob: float
   flip_prob: float
+  jitter: tuple[float, float, float]
+  validation_fraction: float
   eval_batch: int
   model_overrides: dict[str, Any]
   data: dict[str, dict[str, Any]]
@@ -173,15 +185,19 @@ class Preset:
 
 _CPU_GRID = {"target_spacing": (2.0, 2.0, 4.0), "crop_shape": (32, 32, 12)}
 PRESETS = {
-    # Minutes on 2 CPU cores: ProbUNet3DConfig.cpu at half width (filters 4, 8, 16), 16 phantom
-    # patients rendered directly at 2 x 2 x 4 mm on a 32 x 32 x 12 grid (64 x 64 x 48 mm around
-    # the gland), patches of 24 x 24 x 8, batch 2 (the study's), 6 epochs of 8 steps, a larger
-    # learning rate than the study's for so few steps, 2 folds, 4 MC samples.
-    "cpu": Preset(model="cpu", patch=(24, 24, 8), batch_size=2, epochs=6, samples_per_epoch=16,
+    # Minutes on 2 CPU cores: ProbUNet3DConfig.cpu at half width (filters 4, 8, 16; convolutions
+    # as patch matrices) with dropout 0.2 / 0.1 (the paper's 0.5 / 0.25 starves so small a model),
+    # 40 phantom patients rendered directly at 2 x 2 x 4 mm on a 32 x 32 x 12 grid (64 x 64 x 48
+    # mm around the gland), patches of 24 x 24 x 8, batch 2 (the study's), 12 epochs of 32 steps,
+    # a larger learning rate than the study's for so few steps, 2 folds (a quarter of each fold's
+    # training patients for validation), 4 MC samples.
+    "cpu": Preset(model="cpu", patch=(24, 24, 8), batch_size=2, epochs=12, samples_per_epoch=64,
                   learning_rate=1e-2, final_learning_rate=1e-5, folds=2, mc_samples=4, beta=10.0,
-                  foreground_prob=0.5, flip_prob=0.5, eval_batch=4,
-                  model_overrides={"filters": (4, 8, 16)},
-                  data={"phantom": {"num_cases": 16, "phantom_shape": (32, 32, 12),
+                  foreground_prob=0.5, flip_prob=0.5, jitter=(0.1, 0.1, 0.05),
+                  validation_fraction=0.25, eval_batch=4,
+                  model_overrides={"filters": (4, 8, 16), "dropout_rate": 0.2,
+                                   "final_dropout_rate": 0.1},
+                  data={"phantom": {"num_cases": 40, "phantom_shape": (32, 32, 12),
                                     "phantom_spacing": (2.0, 2.0, 4.0), **_CPU_GRID},
                         "prostatex": dict(_CPU_GRID), "picai": dict(_CPU_GRID)}),
     # The study: ProbUNet3DConfig.paper, 160 x 160 x 20 crops at 0.5 x 0.5 x 3 mm, batch 2, Adam
@@ -190,9 +206,18 @@ PRESETS = {
     "paper": Preset(model="paper", patch=(128, 128, 20), batch_size=2, epochs=100,
                     samples_per_epoch=None, learning_rate=1e-4, final_learning_rate=1e-7,
                     folds=5, mc_samples=100, beta=10.0, foreground_prob=0.5, flip_prob=0.5,
-                    eval_batch=2, model_overrides={},
+                    jitter=(0.1, 0.1, 0.05), validation_fraction=0.2, eval_batch=2,
+                    model_overrides={},
                     data={"phantom": {}, "prostatex": {}, "picai": {}}),
 }
+
+
+PRESET_FLAGS = (Override("epochs"), Override("batch_size"), Override("learning_rate", float),
+                Override("samples_per_epoch"), Override("folds"), Override("mc_samples"),
+                Override("beta", float), Override("eval_batch"), Override("patch", int, 3))
+DATA_FLAGS = (Override("num_cases"),
+              Override("crop_shape", int, 3, flag="--crop",
+                       help="centre crop of every volume (the dataset's crop_shape)"))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -203,32 +228,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        workdir=os.path.join("results", "anatomical_vs_diagnostic"))
   parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
                       help="tasks to run")
-  group = parser.add_argument_group("preset overrides")
-  for name, kind in (("epochs", int), ("batch-size", int), ("learning-rate", float),
-                     ("samples-per-epoch", int), ("folds", int), ("mc-samples", int),
-                     ("beta", float), ("num-cases", int), ("eval-batch", int)):
-    group.add_argument(f"--{name}", type=kind)
-  group.add_argument("--patch", type=int, nargs=3, metavar=("X", "Y", "Z"))
-  group.add_argument("--crop", type=int, nargs=3, metavar=("X", "Y", "Z"),
-                     help="centre crop of every volume (the dataset's crop_shape)")
+  add_overrides(parser, PRESET_FLAGS + DATA_FLAGS)
   return parser.parse_args(argv)
 
 
 def resolve_preset(args: argparse.Namespace) -> Preset:
   preset = PRESETS[args.preset]
-  changes = {n: getattr(args, n) for n in ("epochs", "batch_size", "learning_rate",
-                                           "samples_per_epoch", "folds", "mc_samples", "beta",
-                                           "eval_batch") if getattr(args, n) is not None}
-  if args.patch is not None:
-    changes["patch"] = tuple(args.patch)
-  data = dict(preset.data[args.data])
-  if args.num_cases is not None:
-    if args.data != "phantom":
-      raise SystemExit("--num-cases applies to --data phantom only")
-    data["num_cases"] = args.num_cases
-  if args.crop is not None:
-    data["crop_shape"] = tuple(args.crop)
-  changes["data"] = {args.data: data}
+  changes = given_overrides(args, PRESET_FLAGS)
+  data = given_overrides(args, DATA_FLAGS)
+  if "num_cases" in data and args.data != "phantom":
+    raise SystemExit("--num-cases applies to --data phantom only")
+  changes["data"] = {args.data: {**preset.data[args.data], **data}}
   preset = dataclasses.replace(preset, **changes)
   if preset.folds < 2:
     raise SystemExit(f"--folds must be >= 2, got {preset.folds}")
@@ -293,24 +303,6 @@ def task_volumes(examples: Sequence[Mapping[str, Any]], task: Task) -> list[Volu
                           extras={"sdm": sdm,
                                   "patient_label": int(np.asarray(e["patient_label"]))}))
   return volumes
-
-
-def flip_batches(batches: Iterable[dict[str, np.ndarray]], *, prob: float, seed: int,
-                 epoch: int) -> Iterator[dict[str, np.ndarray]]:
-  """Left-right flips (x axis) of whole samples, image, label and distance maps together.
-
-  A flip commutes with the Euclidean distance transform, so the flipped maps are exactly the maps
-  of the flipped labels. Pure function of ``(seed, epoch)``.
-  """
-  rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), 7]))
-  for batch in batches:
-    n = len(batch["label"])
-    flip = rng.random(n) < prob
-    if flip.any():
-      batch = {k: v.copy() for k, v in batch.items()}
-      for key, value in batch.items():
-        value[flip] = value[flip][:, ::-1]
-    yield batch
 
 
 # -- loss ----------------------------------------------------------------------------------------
@@ -385,78 +377,9 @@ def mc_probabilities(mc_fn: Callable[..., tuple[jax.Array, jax.Array]], variable
 # -- metrics -------------------------------------------------------------------------------------
 
 
-def soft_confusion_matrix(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-  """``cm[t, k] = sum_{i: y_i = t} p_ik``: the confusion matrix with probabilities as counts.
-
-  Its row sums are the true class sizes and its column sums the summed probabilities, so
-  :func:`jaxseg.metrics.overlap.dice_from_confusion` of it is the soft Dice
-  ``2 sum_i p_ic y_ic / (sum_i p_ic + sum_i y_ic)``, and
-  :func:`~jaxseg.metrics.overlap.merge_classes` gives the soft Dice of a merged region (the
-  summed probabilities of its classes).
-  """
-  probs = np.asarray(probs, np.float64)
-  labels = np.asarray(labels)
-  if probs.shape != labels.shape + (num_classes,):
-    raise ValueError(f"probs {probs.shape} must be labels {labels.shape} + ({num_classes},)")
-  onehot = np.eye(num_classes)[labels.reshape(-1)]
-  return onehot.T @ probs.reshape(-1, num_classes)
-
-
-def region_dice(cm: np.ndarray, classes: Sequence[int]) -> float:
-  """Dice of the union of ``classes`` from a (soft or hard) confusion matrix (NaN: both empty)."""
-  cm = np.asarray(cm, np.float64)
-  if len(classes) > 1:
-    cm = np.asarray(overlap.merge_classes(cm, [tuple(classes)]))
-  return float(np.asarray(overlap.dice_from_confusion(cm))[classes[0]])
-
-
-def pooled_reliability(diagrams: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  """Pools per-case reliability diagrams (same bins) into the diagram of all their voxels."""
-  counts = np.sum([d["counts"] for d in diagrams], axis=0).astype(np.float64)
-  sums = {k: np.sum([np.nan_to_num(d[k]) * d["counts"] for d in diagrams], axis=0)
-          for k in ("confidence", "accuracy")}
-  with np.errstate(invalid="ignore", divide="ignore"):
-    means = {k: np.where(counts > 0, v / np.maximum(counts, 1), np.nan) for k, v in sums.items()}
-  return {"bin_edges": np.asarray(diagrams[0]["bin_edges"]), "counts": counts.astype(np.int64),
-          **means}
-
-
 def pooled_ece(diagrams: Sequence[Mapping[str, np.ndarray]]) -> float:
-  """Top-label ECE of the voxels of all the cases: ``sum_m |B_m| |acc_m - conf_m| / N``."""
-  d = pooled_reliability(diagrams)
-  ok = d["counts"] > 0
-  gap = np.abs(d["accuracy"][ok] - d["confidence"][ok])
-  return float(np.sum(d["counts"][ok] * gap) / d["counts"].sum())
-
-
-def froc_band(case_results: Sequence[detection.LesionMatches], fp_grid: np.ndarray, *,
-              num_resamples: int, seed: int, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-  """Percentile-bootstrap band (over cases) of the FROC sensitivity at each FP rate of the grid.
-
-  Each resample's curve is the piecewise-linear FROC of :func:`~jaxseg.metrics.detection.froc`
-  (vertical steps collapsed to their top point, continued flat after its last point); resamples
-  without lesions are skipped. The index matrix is the one of
-  :func:`jaxseg.metrics.stats.bootstrap_ci_paired` for the same seed.
-  """
-  n = len(case_results)
-  rng = np.random.default_rng(seed)
-  indices = rng.integers(0, n, size=(int(num_resamples), n))
-  curves = []
-  for idx in indices:
-    f = detection.froc([case_results[i] for i in idx])
-    if f["num_lesions"] == 0:
-      continue
-    fp, sens = f["fp_per_case"], f["sensitivity"]
-    unique, inverse = np.unique(fp, return_inverse=True)
-    top = np.full(unique.shape, -np.inf)
-    np.maximum.at(top, inverse, sens)
-    curves.append(np.interp(fp_grid, unique, top))
-  if not curves:
-    nan = np.full(np.shape(fp_grid), np.nan)
-    return nan, nan
-  alpha = 100.0 * (1.0 - level) / 2.0
-  low, high = np.percentile(np.stack(curves), [alpha, 100.0 - alpha], axis=0)
-  return low, high
+  """Top-label ECE of the voxels of all the cases (their reliability diagrams pooled)."""
+  return calibration.ece_from_diagram(calibration.pool_reliability_diagrams(diagrams))
 
 
 def _estimate(e: stats.Estimate) -> dict[str, Any]:
@@ -471,7 +394,7 @@ def evaluate_task(task: Task, volumes: Sequence[Volume], probs: Sequence[np.ndar
   nll = np.array([calibration.negative_log_likelihood(p, y) for p, y in zip(probs, labels)])
   diagrams = [calibration.reliability_diagram(p, y, num_bins=ECE_BINS)
               for p, y in zip(probs, labels)]
-  soft_cms = [soft_confusion_matrix(p, y, task.num_classes) for p, y in zip(probs, labels)]
+  soft_cms = [np.asarray(overlap.soft_confusion_matrix(p, y)) for p, y in zip(probs, labels)]
   hard_cms = [np.asarray(overlap.confusion_matrix(np.argmax(p, -1), y,
                                                   num_classes=task.num_classes))
               for p, y in zip(probs, labels)]
@@ -483,7 +406,7 @@ def evaluate_task(task: Task, volumes: Sequence[Volume], probs: Sequence[np.ndar
                                                       num_resamples=num_resamples, seed=seed)
   for kind, cms in (("soft", soft_cms), ("hard", hard_cms)):
     for region, classes in task.regions:
-      values = np.array([region_dice(cm, classes) for cm in cms])
+      values = np.array([float(overlap.region_dice(cm, classes)) for cm in cms])
       if task.name == "diagnostic":
         values = np.where(positive, values, np.nan)  # Dice over the patients with csPCa
       out["per_case"][f"{kind}_dice_{region}"] = values
@@ -492,7 +415,7 @@ def evaluate_task(task: Task, volumes: Sequence[Volume], probs: Sequence[np.ndar
   out["per_case"]["mean_std_foreground"] = np.array(
       [float(np.sqrt(np.maximum(v, 0)).max(-1)[m].mean()) if m.any() else np.nan
        for v, m in zip(variances, foreground)])
-  out["reliability"] = pooled_reliability(diagrams)
+  out["reliability"] = calibration.pool_reliability_diagrams(diagrams)
   out["ece"] = pooled_ece(diagrams)
   out["nll"] = float(np.mean(nll))
   if task.name == "diagnostic":
@@ -505,7 +428,8 @@ def evaluate_task(task: Task, volumes: Sequence[Volume], probs: Sequence[np.ndar
                       ("AP", "average_precision")):
       out["estimates"][name] = pair([results], lambda r, key=key: detection.froc(r)[key])
     grid = np.geomspace(0.05, max(2.5, float(det["fp_per_case"][-1])), 60)
-    low, high = froc_band(results, grid, num_resamples=num_resamples, seed=seed)
+    low, high = detection.froc_bootstrap_band(results, grid, num_resamples=num_resamples,
+                                              seed=seed)
     out["froc"] = {"fp_per_case": det["fp_per_case"], "sensitivity": det["sensitivity"],
                    "band_fp": grid, "band_low": low, "band_high": high,
                    "num_lesions": det["num_lesions"], "num_cases": det["num_cases"]}
@@ -614,19 +538,48 @@ def write_figures(workdir: str, task: Task, volumes: Sequence[Volume],
 # -- main ----------------------------------------------------------------------------------------
 
 
-def _monitor_dice(trainer: Trainer, batch: Mapping[str, np.ndarray], num_classes: int):
-  """``state -> {"dice": ...}``: mean foreground Dice of a fixed batch of training patches.
+def split_validation(train: np.ndarray, labels: Sequence[int], fraction: float, *,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Splits a fold's training cases into (training, validation), stratified by label.
 
-  One foreground-centred patch per device, deterministic pass (prior mean, no dropout): a cheap
-  progress signal only; nothing is selected with it.
+  The validation part is one of ``round(1 / fraction)`` stratified folds (:func:`make_folds`) of
+  ``train``: about ``fraction`` of the cases, with each label's share.
   """
-  image = shard_batch({"image": batch["image"]}, trainer.mesh)["image"]
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}")
+  parts = make_folds(np.asarray(labels)[train], min(len(train), max(2, round(1 / fraction))),
+                     seed=seed)
+  validation = np.sort(train[parts[0]])
+  return np.setdiff1d(train, validation), validation
+
+
+def _validation_dice(trainer: Trainer, volumes: Sequence[Volume], task: Task, *,
+                     batch_size: int) -> Callable[[Any], dict[str, float]]:
+  """``state -> {"soft_dice", "hard_dice"}`` of the task's first region on whole validation volumes.
+
+  Deterministic pass (prior mean, no dropout) on every validation volume; the (soft and hard)
+  confusion matrices are pooled over the volumes, so a validation set without csPCa still gives a
+  value. WG for the anatomical task, csPCa for the diagnostic one. The soft Dice picks each
+  configuration's best epoch: unlike the hard Dice it rises while the lesion probabilities grow
+  below 0.5, so early epochs with no lesion voxel predicted are not all tied at 0.
+  """
+  images = np.stack([v.channels_image for v in volumes]).astype(np.float32)
+  labels = np.stack([v.label for v in volumes])
+  classes = task.regions[0][1]
 
   def evaluate(state):
-    logits = np.asarray(trainer.logits_fn(state)(image)["logits"])
-    cm = overlap.confusion_matrix(np.argmax(logits, -1), batch["label"], num_classes=num_classes)
-    dice, _ = overlap.nan_mean_with_count(np.asarray(overlap.dice_from_confusion(cm))[1:])
-    return {"dice": float(np.nan_to_num(dice))}
+    logits_fn = trainer.logits_fn(state)
+    soft = np.zeros((task.num_classes,) * 2)
+    hard = np.zeros((task.num_classes,) * 2, np.int64)
+    for start, (chunk, n) in zip(range(0, len(images), batch_size), _chunks(images, batch_size)):
+      sharded = shard_batch({"image": chunk}, trainer.mesh)["image"]
+      probs = np.asarray(jax.nn.softmax(logits_fn(sharded)["logits"], -1))[:n]
+      truth = labels[start:start + n]
+      soft += np.asarray(overlap.soft_confusion_matrix(probs, truth))
+      hard += np.asarray(overlap.confusion_matrix(np.argmax(probs, -1), truth,
+                                                  num_classes=task.num_classes))
+    return {name: float(np.nan_to_num(overlap.region_dice(cm, classes)))
+            for name, cm in (("soft_dice", soft), ("hard_dice", hard))}
 
   return evaluate
 
@@ -652,23 +605,30 @@ def run_task(task: Task, volumes: Sequence[Volume], folds: Sequence[np.ndarray],
                     model_inputs=model_inputs(task.num_classes), num_configs=len(LOSSES))
   loss_params = {"select": np.eye(len(LOSSES), dtype=np.float32)}
   mc_fn = jax.jit(functools.partial(mc_predict, model, num_samples=preset.mc_samples))
+  augment = Compose([Mirror(probs=(preset.flip_prob,)),
+                     IntensityJitter(scale_std=preset.jitter[0], shift_std=preset.jitter[1],
+                                     noise_std=preset.jitter[2])])
+  patient_labels = [int(v.extras["patient_label"]) for v in volumes]
 
   def batches_for(train: Sequence[Volume]):
     def batches(epoch):
-      patches = patch_batches(train, batch_size=preset.batch_size, patch_shape=preset.patch,
-                              foreground_prob=preset.foreground_prob, seed=args.seed,
-                              epoch=epoch, samples_per_epoch=samples)
-      return flip_batches(patches, prob=preset.flip_prob, seed=args.seed, epoch=epoch)
+      return patch_batches(train, batch_size=preset.batch_size, patch_shape=preset.patch,
+                           foreground_prob=preset.foreground_prob, seed=args.seed,
+                           epoch=epoch, samples_per_epoch=samples, augment=augment)
     return batches
 
   initial = None
   probs: dict[str, list] = {loss: [None] * len(volumes) for loss in LOSSES}
   variances: dict[str, list] = {loss: [None] * len(volumes) for loss in LOSSES}
   histories: dict[str, list] = {loss: [] for loss in LOSSES}
+  best_epochs: dict[str, list] = {loss: [] for loss in LOSSES}
   for k, held_out in enumerate(folds):
     tic = time.perf_counter()
-    held = set(held_out.tolist())
-    train = [v for i, v in enumerate(volumes) if i not in held]
+    rest = np.setdiff1d(np.arange(len(volumes)), held_out)
+    train_idx, val_idx = split_validation(rest, patient_labels, preset.validation_fraction,
+                                          seed=args.seed + k)
+    train = [volumes[i] for i in train_idx]
+    validation = [volumes[i] for i in val_idx]
     test = [volumes[i] for i in held_out]
     batches = batches_for(train)
     if initial is None:  # one initialisation per task, shared by every loss and fold
@@ -676,33 +636,36 @@ def run_task(task: Task, volumes: Sequence[Volume], folds: Sequence[np.ndarray],
       initial = jax.device_get(state)
     else:
       state = replicate(initial, trainer.mesh)
-    monitor = next(iter(patch_batches(train, batch_size=n_dev, patch_shape=preset.patch,
-                                      foreground_prob=1.0, seed=args.seed + 1, epoch=0,
-                                      samples_per_epoch=n_dev)))
     name = f"{task.name} fold {k + 1}/{len(folds)}"
-    log(f"[{name}] {len(train)} training / {len(test)} held-out patients")
+    log(f"[{name}] {len(train)} training / {len(validation)} validation / {len(test)} held-out "
+        f"patients")
     fits = trainer.fit(state, batches=batches, loss_params=loss_params,
-                       evaluate=_monitor_dice(trainer, monitor, task.num_classes),
+                       evaluate=_validation_dice(trainer, validation, task, batch_size=eval_batch),
                        config=TrainConfig(num_epochs=preset.epochs, seed=args.seed, name=name,
+                                          select_metric="soft_dice",
                                           progress=not args.no_progress),
                        workdir=os.path.join(workdir, "runs", task.name, f"fold{k}"),
                        resume=args.resume, log=log)
     key = jax.random.fold_in(jax.random.key(args.seed + 1), k)
     for loss, fit in zip(LOSSES, fits):
-      mean, var = mc_probabilities(mc_fn, fit.state.variables, test, key=key,
+      mean, var = mc_probabilities(mc_fn, fit.best_state.variables, test, key=key,
                                    batch_size=eval_batch, mesh=trainer.mesh)
       for i, m, v in zip(held_out, mean, var):
         probs[loss][i], variances[loss][i] = m, v
       histories[loss].append(fit.history)
+      best_epochs[loss].append(fit.best_epoch)
       export_model(os.path.join(workdir, "models", task.name, _slug(loss), f"fold{k}"), trainer,
-                   fit.state, spacing=volumes[0].spacing, activation="softmax",
+                   fit.best_state, spacing=volumes[0].spacing, activation="softmax",
                    class_names=task.class_names, input_channels=len(task.channels),
                    normalization={"kind": "prostatex_bpmri", "t2w_dwi": "percentile_zscore "
                                   "(0.5, 99.5)", "adc": "divided by 3000"},
-                   task=task.name, loss=loss, fold=k, epoch=preset.epochs,
-                   held_out=[v.case_id for v in test], inference="mc_predict (3D)")
-    log(f"[{name}] done in {time.perf_counter() - tic:.0f}s")
-  return {"probs": probs, "variances": variances, "histories": histories}
+                   task=task.name, loss=loss, fold=k, epoch=fit.best_epoch,
+                   held_out=[v.case_id for v in test],
+                   validation=[v.case_id for v in validation], inference="mc_predict (3D)")
+    log(f"[{name}] best epochs {dict(zip(LOSSES, (f.best_epoch + 1 for f in fits)))}; done in "
+        f"{time.perf_counter() - tic:.0f}s")
+  return {"probs": probs, "variances": variances, "histories": histories,
+          "best_epochs": best_epochs}
 
 
 def _slug(name: str) -> str:
@@ -749,7 +712,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     saved[task_name] = {
         loss: {"estimates": {k: _estimate(e) for k, e in r["estimates"].items()},
                "per_case": r["per_case"], "froc": r.get("froc"),
-               "reliability": r["reliability"], "history": run["histories"][loss]}
+               "reliability": r["reliability"], "history": run["histories"][loss],
+               "best_epochs": run["best_epochs"][loss]}
         for loss, r in results[task_name].items()}
 
   elapsed = time.perf_counter() - tic

@@ -33,8 +33,8 @@ import numpy as np
 import optax
 
 from jaxseg import hierarchy
-from experiments._common import (add_common_arguments, banner, export_model, predict_logits,
-                                 to_volumes)
+from experiments._common import (Override, add_common_arguments, add_overrides, banner,
+                                 export_model, given_overrides, predict_logits, to_volumes)
 from jaxseg.data.pipeline import Volume, patch_batches
 from jaxseg.losses.hierarchical import expected_cost_cross_entropy, hierarchical_cross_entropy
 from jaxseg.metrics import overlap
@@ -78,6 +78,14 @@ PRESETS = {
 }
 
 
+PRESET_FLAGS = (
+    Override("epochs"), Override("search_epochs"), Override("alphas", float, "+"),
+    Override("width", float, help="channel multiplier of the U-Net"), Override("batch_size"),
+    Override("patch", int, 2), Override("learning_rate", float), Override("samples_per_epoch"))
+DATA_FLAGS = (Override("num_cases", help="number of phantom cases"),
+              Override("phantom_shape", int, 3))
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog="python -m experiments.hierarchical",
@@ -92,37 +100,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       "CE + alpha*E[D] (alpha plays lambda's role)")
   parser.add_argument("--alpha", type=float, default=None,
                       help="skip the search and use this alpha")
-  group = parser.add_argument_group("preset overrides")
-  group.add_argument("--epochs", type=int)
-  group.add_argument("--search-epochs", type=int)
-  group.add_argument("--alphas", type=float, nargs="+")
-  group.add_argument("--width", type=float, help="channel multiplier of the U-Net")
-  group.add_argument("--batch-size", type=int)
-  group.add_argument("--patch", type=int, nargs=2, metavar=("H", "W"))
-  group.add_argument("--learning-rate", type=float)
-  group.add_argument("--samples-per-epoch", type=int)
-  group.add_argument("--num-cases", type=int, help="number of phantom cases")
-  group.add_argument("--phantom-shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
-  group.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
-                     help="voxel spacing in mm of the data (phantoms are generated at it)")
+  add_overrides(parser, PRESET_FLAGS + DATA_FLAGS)
+  parser.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
+                      help="voxel spacing in mm of the data (phantoms are generated at it)")
   return parser.parse_args(argv)
 
 
 def resolve_preset(args: argparse.Namespace) -> Preset:
   preset = PRESETS[args.preset]
-  changes = {name: getattr(args, name) for name in (
-      "epochs", "search_epochs", "width", "batch_size", "learning_rate", "samples_per_epoch")
-             if getattr(args, name) is not None}
-  if args.alphas:
-    changes["alphas"] = tuple(args.alphas)
-  if args.patch:
-    changes["patch"] = tuple(args.patch)
+  changes = given_overrides(args, PRESET_FLAGS)
   data = dict(preset.data) if args.data == "phantom" else {
       k: v for k, v in preset.data.items() if k == "target_spacing"}
-  if args.num_cases is not None:
-    data["num_cases"] = args.num_cases
-  if args.phantom_shape:
-    data["phantom_shape"] = tuple(args.phantom_shape)
+  data.update(given_overrides(args, DATA_FLAGS))
   if args.spacing:
     data["target_spacing"] = tuple(args.spacing)
     if args.data == "phantom":

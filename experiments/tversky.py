@@ -36,8 +36,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from experiments._common import (add_common_arguments, banner, export_model,  # noqa: E402
-                                 predict_logits, to_volumes)
+from experiments._common import (Override, add_common_arguments, add_overrides,  # noqa: E402
+                                 banner, export_model, given_overrides, predict_logits,
+                                 to_volumes)
 from jaxseg.data.augment import FlipRotate  # noqa: E402
 from jaxseg.data.pipeline import Volume, patch_batches  # noqa: E402
 from jaxseg.losses.cross_entropy import sigmoid_binary_cross_entropy  # noqa: E402
@@ -86,6 +87,14 @@ PRESETS = {
 }
 
 
+PRESET_FLAGS = (Override("epochs"), Override("width", float), Override("batch_size"),
+                Override("learning_rate", float), Override("samples_per_epoch"),
+                Override("patience"), Override("patch", int, 2))
+DATA_FLAGS = (Override("num_cases"), Override("phantom_shape", int, 3),
+              Override("phantom_spacing", float, 3, flag="--spacing",
+                       help="phantom voxel spacing in mm"))
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m experiments.tversky",
                                    description=__doc__.split("\n\n")[0],
@@ -95,33 +104,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--alphas", type=float, nargs="+", default=list(PAPER_ALPHAS),
                       help="Tversky alphas (beta = 1 - alpha)")
   parser.add_argument("--no-bce", action="store_true", help="leave the BCE baseline out")
-  group = parser.add_argument_group("preset overrides")
-  for name, kind in (("epochs", int), ("width", float), ("batch-size", int),
-                     ("learning-rate", float), ("samples-per-epoch", int), ("num-cases", int),
-                     ("patience", int)):
-    group.add_argument(f"--{name}", type=kind)
-  group.add_argument("--patch", type=int, nargs=2, metavar=("H", "W"))
-  group.add_argument("--phantom-shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
-  group.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
-                     help="phantom voxel spacing in mm")
+  add_overrides(parser, PRESET_FLAGS + DATA_FLAGS)
   return parser.parse_args(argv)
 
 
 def resolve_preset(args: argparse.Namespace) -> Preset:
   preset = PRESETS[args.preset]
-  changes = {n: getattr(args, n) for n in ("epochs", "width", "batch_size", "learning_rate",
-                                           "samples_per_epoch", "patience")
-             if getattr(args, n) is not None}
-  if args.patch:
-    changes["patch"] = tuple(args.patch)
-  data = dict(preset.data[args.data])
-  if args.num_cases is not None:
-    data["num_cases"] = args.num_cases
-  if args.phantom_shape:
-    data["phantom_shape"] = tuple(args.phantom_shape)
-  if args.spacing:
-    data["phantom_spacing"] = tuple(args.spacing)
-  changes["data"] = {args.data: data}
+  changes = given_overrides(args, PRESET_FLAGS)
+  changes["data"] = {args.data: {**preset.data[args.data], **given_overrides(args, DATA_FLAGS)}}
   return dataclasses.replace(preset, **changes)
 
 

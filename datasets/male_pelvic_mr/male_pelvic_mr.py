@@ -39,13 +39,14 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets import _builder
 from datasets import _common
+from datasets import _volumes
 from jaxseg import hierarchy
 from jaxseg.data import preprocess
 
@@ -108,23 +109,14 @@ class MalePelvicMrConfig(_common.JaxsegBuilderConfig):
   clip_percentiles: tuple[float, float] = (0.5, 99.5)
 
   def __post_init__(self):
-    if self.source not in ("phantom", "zenodo"):
-      raise ValueError(f"source must be 'phantom' or 'zenodo', got {self.source!r}.")
-    if self.split_by not in ("case", "institution"):
-      raise ValueError(f"split_by must be 'case' or 'institution', got {self.split_by!r}.")
+    _common.check_choice("source", self.source, ("phantom", "zenodo"))
+    _common.check_choice("split_by", self.split_by, ("case", "institution"))
     if self.source == "phantom" and int(self.num_cases) < 1:
       raise ValueError(f"num_cases must be >= 1, got {self.num_cases}.")
-    if len(tuple(self.phantom_shape)) != 3 or min(self.phantom_shape) < 1:
-      raise ValueError(f"phantom_shape must be 3 positive ints, got {self.phantom_shape}.")
-    for name in ("phantom_spacing", "target_spacing"):
-      value = np.asarray(getattr(self, name), dtype=np.float64)
-      if value.shape != (3,) or not np.all(np.isfinite(value)) or np.any(value <= 0):
-        raise ValueError(f"{name} must be 3 finite positive numbers, got {getattr(self, name)}.")
-    lo, hi = self.clip_percentiles
-    if not 0.0 <= lo <= hi <= 100.0:
-      raise ValueError(
-          f"clip_percentiles must satisfy 0 <= lower <= upper <= 100, got {self.clip_percentiles}."
-      )
+    _common.check_shape("phantom_shape", self.phantom_shape)
+    _common.check_spacing("phantom_spacing", self.phantom_spacing)
+    _common.check_spacing("target_spacing", self.target_spacing)
+    _common.check_percentiles(self.clip_percentiles)
 
 
 PHANTOM = MalePelvicMrConfig(
@@ -175,22 +167,12 @@ def preprocess_case(
   label = preprocess.validate_label(
       label, NUM_CLASSES, name=f"case {case_id}", shape=image.shape
   )
-  bad = int(np.count_nonzero(~np.isfinite(image.astype(np.float64))))
-  if bad:
-    raise ValueError(f"case {case_id}: image has {bad} non-finite voxel(s).")
-  spacing = preprocess.validate_spacing(spacing, name=f"case {case_id}: spacing")
-  new_image, new_label, new_spacing, new_affine = preprocess.resample_case(
-      image, label, spacing, affine, target_spacing
+  _volumes.check_finite(image, "image", case_id)
+  example = _volumes.normalized_example(
+      image, label, spacing, affine, case_id=case_id, target_spacing=target_spacing,
+      clip_percentiles=clip_percentiles,
   )
-  lo, hi = clip_percentiles
-  return {
-      "image": preprocess.normalize_intensity(new_image, lower=lo, upper=hi),
-      "label": new_label.astype(np.uint8),
-      "case_id": case_id,
-      "institution": institution,
-      "spacing": new_spacing.astype(np.float32),
-      "affine": new_affine.astype(np.float64),
-  }
+  return {**example, "institution": institution}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +186,7 @@ class _ZenodoCase:
   zip_path: str | None = None
 
 
-class MalePelvicMr(tfds.core.GeneratorBasedBuilder):
+class MalePelvicMr(_builder.CaseBuilder):
   """Male pelvic MR with 9 structures (phantom or Zenodo 7013610), preprocessed for seed 000."""
 
   VERSION = _VERSION
@@ -217,29 +199,21 @@ class MalePelvicMr(tfds.core.GeneratorBasedBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    volume = dict(shape=(None, None, None), encoding="zlib")
-    cfg = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self._dataset_info(
         description=(
             "T2-weighted MR of the male pelvis with labels "
             + ", ".join(f"{i} {n}" for i, n in enumerate(hierarchy.PELVIS_CLASSES))
             + ". Resampled, clipped to percentiles and z-scored (REFERENCE §1)."
         ),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(dtype=np.float32, **volume),
-            "label": tfds.features.Tensor(dtype=np.uint8, **volume),
+        features={
+            "image": _builder.volume_feature(np.float32),
+            "label": _builder.volume_feature(np.uint8),
             "case_id": tfds.features.Text(),
             "institution": tfds.features.Text(),
-            "spacing": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-            "affine": tfds.features.Tensor(shape=(4, 4), dtype=np.float64),
-        }),
+            **_builder.geometry_features(),
+        },
         homepage=ZENODO_URL,
-        metadata=tfds.core.MetadataDict(
-            config_fingerprint=cfg.fingerprint(),
-            settings=cfg.settings(),
-            class_names=list(hierarchy.PELVIS_CLASSES),
-        ),
+        class_names=list(hierarchy.PELVIS_CLASSES),
         citation=(
             "Li, Y., Fu, Y., Gayo, I.J., Yang, Q., Min, Z., Saeed, S.U., Yan, W., Wang, Y., "
             "Noble, J.A., Emberton, M., Clarkson, M.J., Huisman, H., Barratt, D.C., "
@@ -248,38 +222,24 @@ class MalePelvicMr(tfds.core.GeneratorBasedBuilder):
         ),
     )
 
-  # ----------------------------------------------------------------------------------------
-  # Splits.
-  # ----------------------------------------------------------------------------------------
-
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     cfg = self.builder_config
     if cfg.source == "phantom":
-      seeds = [int(cfg.base_seed) + i for i in range(int(cfg.num_cases))]
-      cases = {_phantom_case_id(seed): seed for seed in seeds}
-      institutions = {case_id: "phantom" for case_id in cases}
+      cases = {_phantom_case_id(seed): seed for seed in _builder.phantom_seeds(cfg)}
+      institutions = dict.fromkeys(cases, "phantom")
     else:
-      zcases = _find_zenodo_cases(_manual_dir(dl_manager))
+      zcases = _find_zenodo_cases(_ZENODO.manual_dir(dl_manager))
       cases = {c.uid: c for c in zcases}
       institutions = {c.uid: c.institution for c in zcases}
-    ids = sorted(cases)
-    groups = [institutions[c] for c in ids] if cfg.split_by == "institution" else None
-    split = preprocess.split_cases(
-        ids, fractions=cfg.split_fractions, seed=cfg.split_seed, groups=groups
+    return self._split_by_case(
+        cases, groups=institutions if cfg.split_by == "institution" else None
     )
-    return {
-        name: self._generate_examples([cases[c] for c in split[name]])
-        for name in preprocess.SPLITS
-    }
 
-  def _generate_examples(self, cases) -> Iterator[tuple[str, dict[str, Any]]]:
+  def _example(self, case) -> dict[str, Any]:
     cfg = self.builder_config
-    for case in cases:
-      if cfg.source == "phantom":
-        example = _phantom_example(int(case), cfg)
-      else:
-        example = _zenodo_example(case, cfg)
-      yield example["case_id"], example
+    if cfg.source == "phantom":
+      return _phantom_example(int(case), cfg)
+    return _zenodo_example(case, cfg)
 
 
 def _phantom_case_id(seed: int) -> str:
@@ -311,15 +271,9 @@ def _phantom_example(seed: int, cfg: MalePelvicMrConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
-def _zenodo_error(manual_dir: Any, missing=(), problem: str | None = None) -> FileNotFoundError:
-  return _common.missing_manual_data(
-      dataset="male_pelvic_mr (config 'zenodo')",
-      source=ZENODO_SOURCE,
-      manual_dir=manual_dir,
-      layout=ZENODO_LAYOUT,
-      missing=missing,
-      problem=problem,
-  )
+_ZENODO = _common.ManualRelease(
+    dataset="male_pelvic_mr (config 'zenodo')", source=ZENODO_SOURCE, layout=ZENODO_LAYOUT
+)
 
 
 def _zenodo_hint(manual_dir: str) -> str:
@@ -327,11 +281,6 @@ def _zenodo_hint(manual_dir: str) -> str:
       f" (Re-)download data.zip from {ZENODO_URL} and extract it into {manual_dir} "
       "(layout data/{uid}_img.nii, data/{uid}_mask.nii, institution.txt)."
   )
-
-
-def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
-  return _common.resolve_manual_dir(dl_manager, what="male_pelvic_mr (config 'zenodo')",
-                                    error=_zenodo_error)
 
 
 def _parse_institutions(text: str, where: str) -> dict[str, str]:
@@ -403,17 +352,17 @@ def _find_zenodo_cases(manual_dir: str) -> list[_ZenodoCase]:
       with open(outside, encoding="utf-8") as f:
         institution_text, institution_where = f.read(), outside
   else:
-    raise _zenodo_error(
+    raise _ZENODO.error(
         manual_dir,
         missing=[data_dir + os.sep, zip_path],
         problem=f"Neither {data_dir}/ nor {zip_path} exists.",
     )
 
   if institution_text is None:
-    raise _zenodo_error(manual_dir, missing=[os.path.join(manual_dir, "institution.txt")])
+    raise _ZENODO.error(manual_dir, missing=[os.path.join(manual_dir, "institution.txt")])
   institutions = _parse_institutions(institution_text, institution_where)
   if not files and not institutions:
-    raise _zenodo_error(
+    raise _ZENODO.error(
         manual_dir,
         missing=[os.path.join(data_dir, "{uid}_img.nii"), os.path.join(data_dir, "{uid}_mask.nii")],
         problem=f"No case files ({{uid}}_img.nii / {{uid}}_mask.nii) found under {manual_dir}.",
@@ -426,7 +375,7 @@ def _find_zenodo_cases(manual_dir: str) -> list[_ZenodoCase]:
       if kind not in files.get(uid, {}):
         missing.append(f"{root}/{uid}_{kind}.nii")
   if missing:
-    raise _zenodo_error(manual_dir, missing=missing)
+    raise _ZENODO.error(manual_dir, missing=missing)
   without = sorted(set(files) - set(institutions))
   if without:
     raise ValueError(
@@ -462,20 +411,16 @@ def _zenodo_example_from_files(
       os.path.dirname(image_path)
   )
   hint = _zenodo_hint(manual)
-  try:
+  with _common.append_to_errors(hint):
     image, spacing, affine = preprocess.load_nifti(image_path)
     label, _, _ = preprocess.load_nifti(mask_path)
-  except (ValueError, FileNotFoundError) as e:
-    raise type(e)(f"{e}{hint}") from e
   if label.shape != image.shape:
     raise ValueError(
         f"case {case.uid}: mask {mask_path} has shape {label.shape} but image {image_path} "
         f"has shape {image.shape}." + hint
     )
-  try:
+  with _common.append_to_errors(hint):
     label = preprocess.validate_label(label, NUM_CLASSES, name=f"case {case.uid} ({mask_path})")
-  except ValueError as e:
-    raise ValueError(f"{e}{hint}") from e
   return preprocess_case(
       image,
       label,
@@ -492,11 +437,4 @@ def builder_config(
     config: str | MalePelvicMrConfig = "phantom", **overrides: Any
 ) -> MalePelvicMrConfig:
   """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  if isinstance(config, str):
-    configs: Mapping[str, MalePelvicMrConfig] = MalePelvicMr.builder_configs
-    if config not in configs:
-      raise ValueError(f"Unknown config {config!r}; available: {sorted(configs)}.")
-    config = configs[config]
-  if overrides:
-    config = config.replace(**overrides)
-  return config
+  return _common.builder_config(MalePelvicMr, config, **overrides)

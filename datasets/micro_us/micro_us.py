@@ -74,13 +74,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets import _builder
 from datasets import _common
+from datasets import _volumes
 from jaxseg.data import preprocess
 
 __all__ = [
@@ -164,8 +165,7 @@ class MicroUsConfig(_common.JaxsegBuilderConfig):
   spacing_mm: float | None = MICROSEGNET_SPACING_MM
 
   def __post_init__(self):
-    if self.source not in ("phantom", "microsegnet"):
-      raise ValueError(f"source must be 'phantom' or 'microsegnet', got {self.source!r}.")
+    _common.check_choice("source", self.source, ("phantom", "microsegnet"))
     for name in ("image_size", "num_cases", "num_slices"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -244,8 +244,7 @@ def preprocess_case(
   image = np.asarray(image)
   if image.ndim != 3 or image.size == 0:
     raise ValueError(f"case {case_id}: image must be a non-empty 3D array, got {image.shape}.")
-  if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-    raise ValueError(f"case {case_id}: image must be real-valued, got dtype {image.dtype}.")
+  _volumes.check_real(image, case_id)
   masks = {}
   for name, mask in (("expert", expert), ("non_expert", non_expert)):
     mask = np.asarray(mask)
@@ -289,7 +288,7 @@ def preprocess_case(
   return out
 
 
-class MicroUs(tfds.core.GeneratorBasedBuilder):
+class MicroUs(_builder.CaseBuilder):
   """Micro-US prostate stacks with expert and non-expert masks (phantom or MicroSegNet)."""
 
   VERSION = _VERSION
@@ -302,29 +301,20 @@ class MicroUs(tfds.core.GeneratorBasedBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    volume = dict(shape=(None, None, None), encoding="zlib")
-    cfg = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self._dataset_info(
         description=(
             "Micro-ultrasound prostate slice stacks (slices last) with the expert mask "
             "('label') and a non-expert mask ('non_expert'); slices resized to image_size, "
             "intensities in [0, 1] (REFERENCE §4)."
         ),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(dtype=np.float32, **volume),
-            "label": tfds.features.Tensor(dtype=np.uint8, **volume),
-            "non_expert": tfds.features.Tensor(dtype=np.uint8, **volume),
+        features={
+            "image": _builder.volume_feature(np.float32),
+            "label": _builder.volume_feature(np.uint8),
+            "non_expert": _builder.volume_feature(np.uint8),
             "case_id": tfds.features.Text(),
-            "spacing": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-            # Bytes: a plain float64 Tensor is serialised as float32 (tf.train.FloatList).
-            "affine": tfds.features.Tensor(shape=(4, 4), dtype=np.float64, encoding="bytes"),
-        }),
+            **_builder.geometry_features(affine_encoding="bytes"),
+        },
         homepage=MICROSEGNET_URL,
-        metadata=tfds.core.MetadataDict(
-            config_fingerprint=cfg.fingerprint(),
-            settings=cfg.settings(),
-        ),
         citation=(
             "Jiang, H., et al.: MicroSegNet: A deep learning approach for prostate "
             "segmentation on micro-ultrasound images. Computerized Medical Imaging and "
@@ -335,33 +325,26 @@ class MicroUs(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     cfg = self.builder_config
     if cfg.source == "phantom":
-      seeds = [int(cfg.base_seed) + i for i in range(int(cfg.num_cases))]
-      cases = {_phantom_case_id(seed): seed for seed in seeds}
-      split = preprocess.split_cases(
-          sorted(cases), fractions=cfg.split_fractions, seed=cfg.split_seed
+      return self._split_by_case(
+          {_phantom_case_id(seed): seed for seed in _builder.phantom_seeds(cfg)}
       )
-    else:
-      found = _find_microsegnet_cases(_manual_dir(dl_manager))
-      cases = {c.case_id: c for c in found["train"] + found["test"]}
-      v = float(cfg.validation_fraction)
-      split = preprocess.split_cases(
-          sorted(c.case_id for c in found["train"]), fractions=(1.0 - v, v, 0.0),
-          seed=cfg.split_seed,
-      )
-      split["test"] = sorted(c.case_id for c in found["test"])
-    return {
-        name: self._generate_examples([cases[c] for c in split[name]])
-        for name in preprocess.SPLITS
-    }
+    # The official training patients are split into train / validation; test is the official.
+    found = _find_microsegnet_cases(_MICROSEGNET.manual_dir(dl_manager))
+    v = float(cfg.validation_fraction)
+    split = preprocess.split_cases(
+        sorted(c.case_id for c in found["train"]), fractions=(1.0 - v, v, 0.0),
+        seed=cfg.split_seed,
+    )
+    split["test"] = sorted(c.case_id for c in found["test"])
+    return self._split_by_case(
+        {c.case_id: c for c in found["train"] + found["test"]}, split=split
+    )
 
-  def _generate_examples(self, cases) -> Iterator[tuple[str, dict[str, Any]]]:
+  def _example(self, case) -> dict[str, Any]:
     cfg = self.builder_config
-    for case in cases:
-      if cfg.source == "phantom":
-        example = _phantom_example(int(case), cfg)
-      else:
-        example = _microsegnet_example(case, cfg)
-      yield example["case_id"], example
+    if cfg.source == "phantom":
+      return _phantom_example(int(case), cfg)
+    return _microsegnet_example(case, cfg)
 
 
 def _phantom_case_id(seed: int) -> str:
@@ -401,15 +384,10 @@ class _MicroSegNetCase:
   manual_dir: str
 
 
-def _error(manual_dir: Any, missing=(), problem: str | None = None) -> FileNotFoundError:
-  return _common.missing_manual_data(
-      dataset="micro_us (config 'microsegnet')",
-      source=MICROSEGNET_SOURCE,
-      manual_dir=manual_dir,
-      layout=MICROSEGNET_LAYOUT,
-      missing=missing,
-      problem=problem,
-  )
+_MICROSEGNET = _common.ManualRelease(
+    dataset="micro_us (config 'microsegnet')", source=MICROSEGNET_SOURCE,
+    layout=MICROSEGNET_LAYOUT,
+)
 
 
 def _hint(manual_dir: str) -> str:
@@ -417,11 +395,6 @@ def _hint(manual_dir: str) -> str:
       f" (Re-)download the dataset from {MICROSEGNET_URL} and extract it into {manual_dir} "
       "(layout train/micro_ultrasound_scans/microUS_train_XX.nii.gz, ...)."
   )
-
-
-def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
-  return _common.resolve_manual_dir(dl_manager, what="micro_us (config 'microsegnet')",
-                                    error=_error)
 
 
 def _list_volumes(folder: str, prefix: str) -> dict[str, str]:
@@ -470,7 +443,7 @@ def _find_microsegnet_cases(manual_dir: str) -> dict[str, list[_MicroSegNetCase]
         for xx in numbers
     ]
   if missing:
-    raise _error(manual_dir, missing=missing)
+    raise _MICROSEGNET.error(manual_dir, missing=missing)
   return found
 
 
@@ -485,14 +458,12 @@ def _slices_last(
 
 def _microsegnet_example(case: _MicroSegNetCase, cfg: MicroUsConfig) -> dict[str, Any]:
   hint = _hint(case.manual_dir)
-  try:
+  with _common.append_to_errors(hint):
     image, spacing, affine = preprocess.load_nifti(case.scan)
     expert, _, _ = preprocess.load_nifti(case.expert)
     non_expert = (
         preprocess.load_nifti(case.non_expert)[0] if case.non_expert is not None else expert
     )
-  except (ValueError, FileNotFoundError) as e:
-    raise type(e)(f"{e}{hint}") from e
   for path, mask in ((case.expert, expert), (case.non_expert, non_expert)):
     if path is not None and mask.shape != image.shape:
       raise ValueError(
@@ -510,23 +481,14 @@ def _microsegnet_example(case: _MicroSegNetCase, cfg: MicroUsConfig) -> dict[str
       raise ValueError(f"case {case.case_id}: {case.scan} has a singular affine." + hint)
     affine = affine.copy()
     affine[:3, :3] = columns / norms * spacing
-  try:
+  with _common.append_to_errors(hint):
     return preprocess_case(
         image, expert, non_expert, spacing, affine,
         case_id=case.case_id, image_size=int(cfg.image_size),
         intensity_scale=1.0 / MICROSEGNET_INTENSITY_MAX,
     )
-  except ValueError as e:
-    raise ValueError(f"{e}{hint}") from e
 
 
 def builder_config(config: str | MicroUsConfig = "phantom", **overrides: Any) -> MicroUsConfig:
   """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  if isinstance(config, str):
-    configs: Mapping[str, MicroUsConfig] = MicroUs.builder_configs
-    if config not in configs:
-      raise ValueError(f"Unknown config {config!r}; available: {sorted(configs)}.")
-    config = configs[config]
-  if overrides:
-    config = config.replace(**overrides)
-  return config
+  return _common.builder_config(MicroUs, config, **overrides)

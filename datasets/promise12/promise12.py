@@ -54,16 +54,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import functools
 import os
 import re
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets import _builder
 from datasets import _common
+from datasets import _volumes
 from jaxseg.data import preprocess
 
 __all__ = [
@@ -139,8 +139,7 @@ class Promise12Config(_common.JaxsegBuilderConfig):
   clip_percentiles: tuple[float, float] = (0.5, 99.5)
 
   def __post_init__(self):
-    if self.source not in ("preprocessed", "original"):
-      raise ValueError(f"source must be 'preprocessed' or 'original', got {self.source!r}.")
+    _common.check_choice("source", self.source, ("preprocessed", "original"))
     names = ["assumed_spacing"] + (["target_spacing"] if self.target_spacing is not None else [])
     for name in names:
       value = getattr(self, name)
@@ -151,13 +150,7 @@ class Promise12Config(_common.JaxsegBuilderConfig):
       if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ValueError(f"{name} must be 3 finite positive numbers (x, y, z), got {value!r}.")
       setattr(self, name, tuple(float(v) for v in arr))
-    if len(tuple(self.clip_percentiles)) != 2:
-      raise ValueError(f"clip_percentiles must be (lower, upper), got {self.clip_percentiles}.")
-    lo, hi = self.clip_percentiles
-    if not 0.0 <= lo <= hi <= 100.0:
-      raise ValueError(
-          f"clip_percentiles must satisfy 0 <= lower <= upper <= 100, got {self.clip_percentiles}."
-      )
+    _common.check_percentiles(self.clip_percentiles)
 
 
 PREPROCESSED = Promise12Config(
@@ -219,29 +212,12 @@ def preprocess_case(
   image = np.asarray(image)
   if image.ndim != 3:
     raise ValueError(f"case {case_id}: image must be 3D (x, y, z), got shape {image.shape}.")
-  if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-    raise ValueError(f"case {case_id}: image must be real-valued, got dtype {image.dtype}.")
+  _volumes.check_real(image, case_id)
   label = preprocess.validate_label(label, NUM_CLASSES, name=f"case {case_id}", shape=image.shape)
-  spacing = preprocess.validate_spacing(spacing, name=f"case {case_id}: spacing")
-  affine = np.asarray(affine, dtype=np.float64)
-  if affine.shape != (4, 4):
-    raise ValueError(f"case {case_id}: affine must be 4x4, got shape {affine.shape}.")
-  if target_spacing is not None:
-    image, label, spacing, affine = preprocess.resample_case(
-        image, label, spacing, affine, target_spacing
-    )
-  lo, hi = clip_percentiles
-  try:
-    normalized = preprocess.normalize_intensity(image, lower=lo, upper=hi)
-  except ValueError as e:
-    raise ValueError(f"case {case_id}: {e}") from e
-  return {
-      "image": normalized,
-      "label": label.astype(np.uint8),
-      "case_id": case_id,
-      "spacing": spacing.astype(np.float32),
-      "affine": affine,
-  }
+  return _volumes.normalized_example(
+      image, label, spacing, affine, case_id=case_id, target_spacing=target_spacing,
+      clip_percentiles=clip_percentiles,
+  )
 
 
 def lps_to_ras_affine(
@@ -333,7 +309,7 @@ class _Case:
   label: str
 
 
-class Promise12(tfds.core.GeneratorBasedBuilder):
+class Promise12(_builder.CaseBuilder):
   """PROMISE12 prostate-gland MRI (npy teaching release or challenge MetaImage), seed 002."""
 
   VERSION = _VERSION
@@ -348,29 +324,21 @@ class Promise12(tfds.core.GeneratorBasedBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    volume = dict(shape=(None, None, None), encoding="zlib")
-    cfg = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self._dataset_info(
         description=(
             "PROMISE12 T2-weighted prostate MRI with the gland label (0 background, "
             "1 prostate), per-case percentile clip + z-score, (x, y, z) voxel order "
             "(x = column, y = row, z = slice; LPS index directions)."
         ),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(dtype=np.float32, **volume),
-            "label": tfds.features.Tensor(dtype=np.uint8, **volume),
+        features={
+            "image": _builder.volume_feature(np.float32),
+            "label": _builder.volume_feature(np.uint8),
             "case_id": tfds.features.Text(),
-            "spacing": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-            "affine": tfds.features.Tensor(shape=(4, 4), dtype=np.float64),
-        }),
+            **_builder.geometry_features(),
+        },
         homepage=PROMISE12_URL,
-        metadata=tfds.core.MetadataDict(
-            config_fingerprint=cfg.fingerprint(),
-            settings=cfg.settings(),
-            class_names=list(CLASS_NAMES),
-            spacing_known=cfg.source == "original",
-        ),
+        class_names=list(CLASS_NAMES),
+        spacing_known=self.builder_config.source == "original",
         citation=(
             "Litjens, G., Toth, R., van de Ven, W., Hoeks, C., Kerkstra, S., van Ginneken, B., "
             "Vincent, G., Guillard, G., Birbeck, N., Zhang, J., et al.: Evaluation of prostate "
@@ -380,47 +348,35 @@ class Promise12(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    cfg = self.builder_config
-    manual_dir = _manual_dir(dl_manager, cfg.source)
-    if cfg.source == "preprocessed":
+    source = self.builder_config.source
+    manual_dir = _RELEASES[source].manual_dir(dl_manager)
+    if source == "preprocessed":
       cases = _find_preprocessed_cases(manual_dir)
     else:
       cases = _find_original_cases(manual_dir)
-    by_id = {c.case_id: c for c in cases}
-    split = preprocess.split_cases(
-        sorted(by_id), fractions=cfg.split_fractions, seed=cfg.split_seed
-    )
-    return {
-        name: self._generate_examples([by_id[c] for c in split[name]])
-        for name in preprocess.SPLITS
-    }
+    return self._split_by_case({c.case_id: c for c in cases})
 
-  def _generate_examples(self, cases) -> Iterator[tuple[str, dict[str, Any]]]:
+  def _example(self, case: _Case) -> dict[str, Any]:
     cfg = self.builder_config
-    for case in cases:
-      if cfg.source == "preprocessed":
-        example = _preprocessed_example(case, cfg)
-      else:
-        example = _original_example(case, cfg)
-      yield example["case_id"], example
+    if cfg.source == "preprocessed":
+      return _preprocessed_example(case, cfg)
+    return _original_example(case, cfg)
 
 
 # ------------------------------------------------------------------------------------------
-# Manual directory and errors.
+# Manual directory, errors, and the examples of both configs.
 # ------------------------------------------------------------------------------------------
 
 
-def _error(
-    source: str, manual_dir: Any, missing=(), problem: str | None = None
-) -> FileNotFoundError:
-  return _common.missing_manual_data(
-      dataset=f"promise12 (config {source!r})",
-      source=PREPROCESSED_SOURCE if source == "preprocessed" else ORIGINAL_SOURCE,
-      manual_dir=manual_dir,
-      layout=PREPROCESSED_LAYOUT if source == "preprocessed" else ORIGINAL_LAYOUT,
-      missing=missing,
-      problem=problem,
-  )
+_RELEASES = {
+    "preprocessed": _common.ManualRelease(
+        dataset="promise12 (config 'preprocessed')", source=PREPROCESSED_SOURCE,
+        layout=PREPROCESSED_LAYOUT,
+    ),
+    "original": _common.ManualRelease(
+        dataset="promise12 (config 'original')", source=ORIGINAL_SOURCE, layout=ORIGINAL_LAYOUT
+    ),
+}
 
 
 def _hint(source: str, manual_dir: str) -> str:
@@ -435,9 +391,22 @@ def _hint(source: str, manual_dir: str) -> str:
   )
 
 
-def _manual_dir(dl_manager: tfds.download.DownloadManager, source: str) -> str:
-  return _common.resolve_manual_dir(dl_manager, what=f"promise12 (config {source!r})",
-                                    error=functools.partial(_error, source))
+def _case_example(
+    case: _Case, cfg: Promise12Config, image: np.ndarray, label: np.ndarray, spacing: Any,
+    affine: np.ndarray,
+) -> dict[str, Any]:
+  """`preprocess_case` with the config's settings; its errors name the files and the fix."""
+  hint = _hint(cfg.source, os.path.dirname(case.image))
+  with _common.append_to_errors(f" Files: {case.image}, {case.label}.{hint}"):
+    return preprocess_case(
+        image,
+        label,
+        spacing,
+        affine,
+        case_id=case.case_id,
+        target_spacing=cfg.target_spacing,
+        clip_percentiles=tuple(cfg.clip_percentiles),
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -466,8 +435,7 @@ def _find_preprocessed_cases(manual_dir: str) -> list[_Case]:
     if m and os.path.isfile(os.path.join(manual_dir, name)):
       files.setdefault(m.group(2), {})[m.group(1)] = os.path.join(manual_dir, name)
   if not files:
-    raise _error(
-        "preprocessed",
+    raise _RELEASES["preprocessed"].error(
         manual_dir,
         missing=[
             os.path.join(manual_dir, "image_trainNN.npy"),
@@ -482,8 +450,7 @@ def _find_preprocessed_cases(manual_dir: str) -> list[_Case]:
       if kind not in files[num]
   ]
   if missing:
-    raise _error(
-        "preprocessed",
+    raise _RELEASES["preprocessed"].error(
         manual_dir,
         missing=missing,
         problem=(
@@ -520,23 +487,11 @@ def _find_preprocessed_cases(manual_dir: str) -> list[_Case]:
 
 def _preprocessed_example(case: _Case, cfg: Promise12Config) -> dict[str, Any]:
   manual_dir = os.path.dirname(case.image)
-  hint = _hint("preprocessed", manual_dir)
   # (slices, rows, cols) -> (cols, rows, slices) = (x, y, z); see the module docstring.
   image = _load_npy(case.image, manual_dir).transpose(2, 1, 0)
   label = _load_npy(case.label, manual_dir).transpose(2, 1, 0)
   spacing = np.asarray(cfg.assumed_spacing, dtype=np.float64)
-  try:
-    return preprocess_case(
-        image,
-        label,
-        spacing,
-        lps_to_ras_affine(spacing),
-        case_id=case.case_id,
-        target_spacing=cfg.target_spacing,
-        clip_percentiles=tuple(cfg.clip_percentiles),
-    )
-  except ValueError as e:
-    raise ValueError(f"{e} Files: {case.image}, {case.label}.{hint}") from e
+  return _case_example(case, cfg, image, label, spacing, lps_to_ras_affine(spacing))
 
 
 # ------------------------------------------------------------------------------------------
@@ -595,10 +550,9 @@ def _find_original_cases(manual_dir: str) -> list[_Case]:
         )
       cases[case_id] = _Case(case_id=case_id, image=images[num], label=segmentations[num])
   if missing:
-    raise _error("original", manual_dir, missing=missing)
+    raise _RELEASES["original"].error(manual_dir, missing=missing)
   if not cases:
-    raise _error(
-        "original",
+    raise _RELEASES["original"].error(
         manual_dir,
         missing=[os.path.join(manual_dir, "CaseNN_segmentation.mhd")],
         problem=(
@@ -619,11 +573,9 @@ def _find_original_cases(manual_dir: str) -> list[_Case]:
 
 def _original_example(case: _Case, cfg: Promise12Config) -> dict[str, Any]:
   hint = _hint("original", os.path.dirname(case.image))
-  try:
+  with _common.append_to_errors(hint):
     image, spacing, affine = read_metaimage(case.image)
     label, label_spacing, _ = read_metaimage(case.label)
-  except (ValueError, FileNotFoundError) as e:
-    raise type(e)(f"{e}{hint}") from e
   if label.shape != image.shape:
     raise ValueError(
         f"case {case.case_id}: segmentation {case.label} has shape {label.shape} but image "
@@ -635,29 +587,11 @@ def _original_example(case: _Case, cfg: Promise12Config) -> dict[str, Any]:
         f"{tuple(label_spacing.tolist())} but image {case.image} has "
         f"{tuple(spacing.tolist())}." + hint
     )
-  try:
-    return preprocess_case(
-        image,
-        label,
-        spacing,
-        affine,
-        case_id=case.case_id,
-        target_spacing=cfg.target_spacing,
-        clip_percentiles=tuple(cfg.clip_percentiles),
-    )
-  except ValueError as e:
-    raise ValueError(f"{e} Files: {case.image}, {case.label}.{hint}") from e
+  return _case_example(case, cfg, image, label, spacing, affine)
 
 
 def builder_config(
     config: str | Promise12Config = "preprocessed", **overrides: Any
 ) -> Promise12Config:
   """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  if isinstance(config, str):
-    configs: Mapping[str, Promise12Config] = Promise12.builder_configs
-    if config not in configs:
-      raise ValueError(f"Unknown config {config!r}; available: {sorted(configs)}.")
-    config = configs[config]
-  if overrides:
-    config = config.replace(**overrides)
-  return config
+  return _common.builder_config(Promise12, config, **overrides)

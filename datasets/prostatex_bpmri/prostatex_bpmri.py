@@ -100,10 +100,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import logging
@@ -111,7 +110,10 @@ import numpy as np
 from scipy import ndimage
 import tensorflow_datasets as tfds
 
+from datasets import _builder
 from datasets import _common
+from datasets import _prostatex
+from datasets import _volumes
 from jaxseg.data import preprocess
 
 __all__ = [
@@ -139,8 +141,8 @@ ZONE_CLASSES = ("background", "tz", "pz")
 ADC_SCALE = 3000.0
 """Default ADC divisor (um^2/s): the ADC channel is ``adc / 3000``."""
 
-MASKS_URL = "https://github.com/rcuocolo/PROSTATEx_masks"
-TCIA_URL = "https://doi.org/10.7937/K9TCIA.2017.MURS5CL"
+MASKS_URL = _prostatex.MASKS_URL
+TCIA_URL = _prostatex.TCIA_URL
 PICAI_LABELS_URL = "https://github.com/DIAGNijmegen/picai_labels"
 PICAI_IMAGES_URL = "https://zenodo.org/records/6624726"
 PROSTATEX_SOURCE = (
@@ -174,22 +176,11 @@ PICAI_LAYOUT = """\
 
 _VERSION = tfds.core.Version("1.0.0")
 _RELEASE_NOTES = {"1.0.0": "Initial release: phantom, prostatex and picai configs."}
-_NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
-_PX_ID = re.compile(r"prostatex[-_ ]?(\d{1,4})(?!\d)", re.IGNORECASE)
 _FINDING = re.compile(r"prostatex[-_ ]?(\d{1,4})[-_ ]?finding[-_ ]?(\d+)", re.IGNORECASE)
 _PICAI_IMAGE = re.compile(r"^(\d+_\d+)(?:_.*)?_(t2w|adc|hbv)\.nii(?:\.gz)?$", re.IGNORECASE)
 _T2W, _DWI, _ADC = "t2w", "dwi", "adc"
 _NAME_HINT = {_T2W: "t2", _ADC: "adc", _DWI: "bval"}
 _TRUE = {"true", "1", "yes", "y", "t"}
-
-
-def _canonical_id(name: str) -> str | None:
-  m = _PX_ID.search(os.path.basename(name))
-  return f"ProstateX-{int(m.group(1)):04d}" if m else None
-
-
-def _stem(path: str) -> str:
-  return _NIFTI.sub("", os.path.basename(path))
 
 
 @dataclasses.dataclass(eq=False)
@@ -236,29 +227,18 @@ class ProstatexBpmriConfig(_common.JaxsegBuilderConfig):
   skip_incomplete: bool = False
 
   def __post_init__(self):
-    if self.source not in ("phantom", "prostatex", "picai"):
-      raise ValueError(
-          f"source must be 'phantom', 'prostatex' or 'picai', got {self.source!r}.")
+    _common.check_choice("source", self.source, ("phantom", "prostatex", "picai"))
     if self.source == "phantom" and int(self.num_cases) < 1:
       raise ValueError(f"num_cases must be >= 1, got {self.num_cases}.")
     if int(self.base_seed) < 0:
       raise ValueError(f"base_seed must be >= 0, got {self.base_seed}.")
-    for name in ("phantom_shape", "crop_shape"):
-      value = getattr(self, name)
-      if value is None and name == "crop_shape":
-        continue
-      if len(tuple(value)) != 3 or min(int(v) for v in value) < 1:
-        raise ValueError(f"{name} must be 3 positive ints, got {value}.")
-    names = ["phantom_spacing"] + ([] if self.target_spacing is None else ["target_spacing"])
-    for name in names:
-      value = np.asarray(getattr(self, name), dtype=np.float64)
-      if value.shape != (3,) or not np.all(np.isfinite(value)) or np.any(value <= 0):
-        raise ValueError(f"{name} must be 3 finite positive numbers, got {getattr(self, name)}.")
-    lo, hi = self.clip_percentiles
-    if not 0.0 <= lo <= hi <= 100.0:
-      raise ValueError(
-          f"clip_percentiles must satisfy 0 <= lower <= upper <= 100, got {self.clip_percentiles}."
-      )
+    _common.check_shape("phantom_shape", self.phantom_shape)
+    if self.crop_shape is not None:
+      _common.check_shape("crop_shape", self.crop_shape)
+    _common.check_spacing("phantom_spacing", self.phantom_spacing)
+    if self.target_spacing is not None:
+      _common.check_spacing("target_spacing", self.target_spacing)
+    _common.check_percentiles(self.clip_percentiles)
     if not (np.isfinite(self.adc_scale) and self.adc_scale > 0):
       raise ValueError(f"adc_scale must be finite and positive, got {self.adc_scale}.")
     for name in ("zonal_model", "lesion_annotation"):
@@ -406,12 +386,6 @@ def remap_picai_zones(label: np.ndarray, *, name: str = "zonal label") -> np.nda
   return out
 
 
-def _check_finite(array: np.ndarray, what: str, case_id: str) -> None:
-  bad = int(np.count_nonzero(~np.isfinite(np.asarray(array, np.float64))))
-  if bad:
-    raise ValueError(f"case {case_id}: {what} has {bad} non-finite voxel(s).")
-
-
 def preprocess_case(
     t2w: np.ndarray,
     dwi: np.ndarray,
@@ -461,7 +435,7 @@ def preprocess_case(
       raise ValueError(
           f"case {case_id}: {what} shape {arr.shape} differs from T2W shape {t2w.shape}.")
   for what, arr in (("T2W", t2w), ("DWI", arrays["DWI"]), ("ADC", arrays["ADC"])):
-    _check_finite(arr, what, case_id)
+    _volumes.check_finite(arr, what, case_id)
   zones = preprocess.validate_label(arrays["zones"], 3, name=f"case {case_id}: zones")
   lesions = preprocess.validate_label(arrays["lesions"], 2, name=f"case {case_id}: lesions")
   if patient_label not in (0, 1):
@@ -521,7 +495,7 @@ class _Case:
   patient_label: int | None = None
 
 
-class ProstatexBpmri(tfds.core.GeneratorBasedBuilder):
+class ProstatexBpmri(_builder.CaseBuilder):
   """bpMRI (T2W, DWI, ADC) with zonal and csPCa labels: phantom, ProstateX or PI-CAI layout."""
 
   VERSION = _VERSION
@@ -535,33 +509,24 @@ class ProstatexBpmri(tfds.core.GeneratorBasedBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    volume = dict(shape=(None, None, None), encoding="zlib")
-    cfg = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self._dataset_info(
         description=(
             "Biparametric prostate MRI (channels T2W, high-b DWI, ADC) with zonal labels "
             "(0 background, 1 TZ, 2 PZ), a csPCa mask (ISUP >= 2) and a patient label; "
             "resampled, centre-cropped, T2W / DWI z-scored, ADC / 3000 (REFERENCE §2)."
         ),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.float32,
-                                          encoding="zlib"),
-            "zones": tfds.features.Tensor(dtype=np.uint8, **volume),
-            "lesions": tfds.features.Tensor(dtype=np.uint8, **volume),
+        features={
+            "image": _builder.volume_feature(np.float32, channels=3),
+            "zones": _builder.volume_feature(np.uint8),
+            "lesions": _builder.volume_feature(np.uint8),
             "patient_label": tfds.features.Tensor(shape=(), dtype=np.int64),
             "case_id": tfds.features.Text(),
-            "spacing": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-            "affine": tfds.features.Tensor(shape=(4, 4), dtype=np.float64),
-        }),
+            **_builder.geometry_features(),
+        },
         homepage=PICAI_LABELS_URL,
-        metadata=tfds.core.MetadataDict(
-            config_fingerprint=cfg.fingerprint(),
-            settings=cfg.settings(),
-            channels=list(CHANNELS),
-            zone_classes=list(ZONE_CLASSES),
-            lesion_classes=["background", "csPCa"],
-        ),
+        channels=list(CHANNELS),
+        zone_classes=list(ZONE_CLASSES),
+        lesion_classes=["background", "csPCa"],
         citation=(
             "Saha, A., Hosseinzadeh, M., Huisman, H.: End-to-end prostate cancer detection in "
             "bpMRI via 3D CNNs: effects of attention mechanisms, clinical priori and decoupled "
@@ -580,39 +545,26 @@ class ProstatexBpmri(tfds.core.GeneratorBasedBuilder):
     if cfg.source == "phantom":
       from jaxseg.data.phantoms import bpmri  # pylint: disable=g-import-not-at-top
 
-      seeds = [int(cfg.base_seed) + i for i in range(int(cfg.num_cases))]
+      seeds = _builder.phantom_seeds(cfg)
       cases: dict[str, Any] = {_phantom_case_id(s): s for s in seeds}
       labels = {_phantom_case_id(s): bpmri.planned_patient_label(s) for s in seeds}
     else:
-      manual = _manual_dir(dl_manager, cfg.source)
+      manual = _RELEASES[cfg.source].manual_dir(dl_manager)
       if cfg.source == "prostatex":
         found = _find_prostatex_cases(manual, cfg)
       else:
         found = _find_picai_cases(manual, cfg)
       cases = {c.case_id: c for c in found}
       labels = {c.case_id: _known_label(c) for c in found}
-    ids = sorted(cases)
-    split = preprocess.split_cases(
-        ids, fractions=cfg.split_fractions, seed=cfg.split_seed,
-        groups=[labels[c] for c in ids] if cfg.stratify else None,
-    )
-    # A split with a zero fraction is left out (tfds cannot write an empty split).
-    return {
-        name: self._generate_examples([cases[c] for c in split[name]])
-        for name in preprocess.SPLITS
-        if split[name]
-    }
+    return self._split_by_case(cases, groups=labels if cfg.stratify else None)
 
-  def _generate_examples(self, cases) -> Iterator[tuple[str, dict[str, Any]]]:
+  def _example(self, case) -> dict[str, Any]:
     cfg = self.builder_config
-    for case in cases:
-      if cfg.source == "phantom":
-        example = _phantom_example(int(case), cfg)
-      elif cfg.source == "prostatex":
-        example = _prostatex_example(case, cfg)
-      else:
-        example = _picai_example(case, cfg)
-      yield example["case_id"], example
+    if cfg.source == "phantom":
+      return _phantom_example(int(case), cfg)
+    if cfg.source == "prostatex":
+      return _prostatex_example(case, cfg)
+    return _picai_example(case, cfg)
 
 
 def _preprocess(cfg: ProstatexBpmriConfig, *args, **kwargs) -> dict[str, Any]:
@@ -654,22 +606,15 @@ def _phantom_example(seed: int, cfg: ProstatexBpmriConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
-def _error(source: str, manual_dir: Any, missing=(), problem: str | None = None
-           ) -> FileNotFoundError:
-  prostatex = source == "prostatex"
-  return _common.missing_manual_data(
-      dataset=f"prostatex_bpmri (config {source!r})",
-      source=PROSTATEX_SOURCE if prostatex else PICAI_SOURCE,
-      manual_dir=manual_dir,
-      layout=PROSTATEX_LAYOUT if prostatex else PICAI_LAYOUT,
-      missing=missing,
-      problem=problem,
-  )
-
-
-def _manual_dir(dl_manager: tfds.download.DownloadManager, source: str) -> str:
-  return _common.resolve_manual_dir(dl_manager, what=f"prostatex_bpmri (config {source!r})",
-                                    error=functools.partial(_error, source))
+_RELEASES = {
+    "prostatex": _common.ManualRelease(
+        dataset="prostatex_bpmri (config 'prostatex')", source=PROSTATEX_SOURCE,
+        layout=PROSTATEX_LAYOUT,
+    ),
+    "picai": _common.ManualRelease(
+        dataset="prostatex_bpmri (config 'picai')", source=PICAI_SOURCE, layout=PICAI_LAYOUT
+    ),
+}
 
 
 def _walk(root: str) -> list[str]:
@@ -681,22 +626,10 @@ def _walk(root: str) -> list[str]:
   return sorted(out)
 
 
-def _find_child(directory: str, name: str) -> str | None:
-  """``directory/name`` matched case-insensitively (exact spelling first), or None."""
-  exact = os.path.join(directory, name)
-  if os.path.exists(exact):
-    return exact
-  if not os.path.isdir(directory):
-    return None
-  for entry in sorted(os.listdir(directory)):
-    if entry.lower() == name.lower():
-      return os.path.join(directory, entry)
-  return None
-
-
 def _find_path(directory: str, *parts: str) -> str | None:
+  """``directory/part/...`` with every part matched by `_prostatex.find_child`, or None."""
   for part in parts:
-    found = _find_child(directory, part)
+    found = _prostatex.find_child(directory, part)
     if found is None:
       return None
     directory = found
@@ -718,10 +651,8 @@ def _column(row: Mapping[str, str], *names: str) -> str | None:
 
 
 def _load(path: str, hint: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  try:
+  with _common.append_to_errors(f" {hint}"):
     return preprocess.load_nifti(path)
-  except (ValueError, FileNotFoundError) as e:
-    raise type(e)(f"{e} {hint}") from e
 
 
 def _known_label(case: _Case) -> int:
@@ -738,7 +669,7 @@ def _lesion_from_file(path: str, kind: str, case_id: str) -> tuple[np.ndarray, n
   if kind == "isup":
     lab = preprocess.validate_label(data, 6, name=f"{path} (ISUP 0-5)")
     return lab >= 2, affine
-  _check_finite(data, f"lesion mask {path}", case_id)
+  _volumes.check_finite(data, f"lesion mask {path}", case_id)
   return np.asarray(data) > 0, affine
 
 
@@ -746,8 +677,8 @@ def _finish(source: str, manual_dir: str, cases: list[_Case], incomplete: list[s
             total: int, cfg: ProstatexBpmriConfig) -> list[_Case]:
   """Raises for incomplete patients (or logs and drops them with ``skip_incomplete``)."""
   if incomplete and (not cfg.skip_incomplete or not cases):
-    raise _error(
-        source, manual_dir, missing=incomplete,
+    raise _RELEASES[source].error(
+        manual_dir, missing=incomplete,
         problem=(
             f"{len(incomplete)} of {total} patients in {manual_dir} are incomplete"
             + (" (and none is complete)" if not cases else "")
@@ -769,7 +700,7 @@ def _finish(source: str, manual_dir: str, cases: list[_Case], incomplete: list[s
 
 def _modality(path: str, root: str) -> str | None:
   """T2W / DWI / ADC from the file name, else from the parent folders (None: not an image)."""
-  name = _stem(path).lower()
+  name = _prostatex.nifti_stem(path).lower()
   if re.search(r"roi|mask|label|seg", name):
     return None
   if re.search(r"adc|diffusion_coefficient", name):
@@ -793,7 +724,7 @@ def _pick_series(case_id: str, modality: str, paths: list[str], preferred: set[s
   """``(path, problem)``: the one series of a modality (one stem; or the listed one)."""
   by_stem: dict[str, str] = {}
   for p in paths:
-    by_stem.setdefault(_stem(p).lower(), p)
+    by_stem.setdefault(_prostatex.nifti_stem(p).lower(), p)
   if len(by_stem) == 1:
     return next(iter(by_stem.values())), None
   for names in (preferred, listed):
@@ -811,25 +742,11 @@ def _image_lists(files: list[str], zonal_root: str) -> tuple[set[str], set[str]]
     if "image_list" not in os.path.basename(path).lower() or not path.lower().endswith(".csv"):
       continue
     with open(path, encoding="utf-8-sig") as f:
-      cells = {_stem(c.strip().strip('"')).lower() for line in f
+      cells = {_prostatex.nifti_stem(c.strip().strip('"')).lower() for line in f
                for c in re.split(r"[,;\t]", line) if c.strip()}
     here = os.path.normpath(os.path.dirname(path)) == os.path.normpath(zonal_root)
     (preferred if here else listed).update(cells)
   return preferred, listed
-
-
-def _zonal_root(manual_dir: str) -> str | None:
-  """The folder holding ``mask_pz/`` and ``mask_tz/`` (``Files/prostate`` upstream)."""
-  candidates = [os.path.join(manual_dir, "Files", "prostate"), manual_dir,
-                os.path.join(manual_dir, "prostate")]
-  if os.path.isdir(manual_dir):
-    for entry in sorted(os.listdir(manual_dir)):
-      candidates.append(os.path.join(manual_dir, entry, "Files", "prostate"))
-  for candidate in candidates:
-    pz, tz = _find_child(candidate, "mask_pz"), _find_child(candidate, "mask_tz")
-    if pz and tz and os.path.isdir(pz) and os.path.isdir(tz):
-      return candidate
-  return None
 
 
 def _read_classes(path: str) -> dict[str, dict[int, bool]]:
@@ -851,10 +768,10 @@ def _read_classes(path: str) -> dict[str, dict[int, bool]]:
 
 def _find_prostatex_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_Case]:
   """Pairs zonal masks, classes, lesion masks and images (module docstring)."""
-  root = _zonal_root(manual_dir)
+  root = _prostatex.prostate_folder(manual_dir, "mask_pz", "mask_tz")
   if root is None:
-    raise _error(
-        "prostatex", manual_dir,
+    raise _RELEASES["prostatex"].error(
+        manual_dir,
         missing=[os.path.join(manual_dir, "Files", "prostate", d) + os.sep
                  for d in ("mask_pz", "mask_tz")],
         problem=f"No Files/prostate/mask_pz/ and mask_tz/ folders found under {manual_dir}.",
@@ -862,23 +779,23 @@ def _find_prostatex_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_C
   files = _walk(manual_dir)
   zonal: dict[str, dict[str, str]] = {}
   for kind in ("pz", "tz"):
-    folder = os.path.normpath(_find_child(root, f"mask_{kind}"))
+    folder = os.path.normpath(_prostatex.find_child(root, f"mask_{kind}"))
     for path in files:
-      if os.path.normpath(os.path.dirname(path)) == folder and _NIFTI.search(path):
-        case_id = _canonical_id(path)
+      if os.path.normpath(os.path.dirname(path)) == folder and _prostatex.NIFTI.search(path):
+        case_id = _prostatex.canonical_case_id(path)
         if case_id is not None:
           zonal.setdefault(case_id, {}).setdefault(kind, path)
   if not zonal:
-    raise _error(
-        "prostatex", manual_dir,
+    raise _RELEASES["prostatex"].error(
+        manual_dir,
         missing=[os.path.join(root, "mask_pz", "ProstateX-XXXX_pz.nii.gz")],
         problem=f"No ProstateX-XXXX_pz/_tz.nii.gz mask found in {root}/mask_pz, mask_tz.",
     )
   classes_path = next((p for p in files
                        if os.path.basename(p).lower() == "prostatex_classes.csv"), None)
   if classes_path is None:
-    raise _error(
-        "prostatex", manual_dir,
+    raise _RELEASES["prostatex"].error(
+        manual_dir,
         missing=[os.path.join(manual_dir, "Files", "lesions", "PROSTATEx_Classes.csv")],
         problem=f"PROSTATEx_Classes.csv not found under {manual_dir}.",
     )
@@ -888,7 +805,7 @@ def _find_prostatex_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_C
   finding_masks: dict[tuple[str, int], dict[str, str]] = {}
   images: dict[str, dict[str, list[str]]] = {}
   for path in files:
-    if not _NIFTI.search(path):
+    if not _prostatex.NIFTI.search(path):
       continue
     parts = os.path.relpath(path, manual_dir).lower().split(os.sep)
     m = _FINDING.search(os.path.basename(path))
@@ -899,7 +816,7 @@ def _find_prostatex_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_C
       continue
     if any(p.startswith("mask") for p in parts[:-1]) or m is not None:
       continue
-    case_id = _canonical_id(path)
+    case_id = _prostatex.canonical_case_id(path)
     modality = _modality(path, manual_dir)
     if case_id is not None and modality is not None:
       images.setdefault(case_id, {}).setdefault(modality, []).append(path)
@@ -960,7 +877,7 @@ def _find_prostatex_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_C
 
 def _binary_on_grid(path: str, shape, affine, case_id: str, hint: str) -> np.ndarray:
   data, _, aff = _load(path, hint)
-  _check_finite(data, f"mask {path}", case_id)
+  _volumes.check_finite(data, f"mask {path}", case_id)
   mask = (np.asarray(data) > 0).astype(np.uint8)
   return resample_to_reference(mask, aff, reference_shape=shape, reference_affine=affine,
                                order=0).astype(bool)
@@ -994,11 +911,9 @@ def _prostatex_example(case: _Case, cfg: ProstatexBpmriConfig) -> dict[str, Any]
     if not mask.any():
       logging.warning("case %s: lesion mask %s is empty on the T2W grid.", case.case_id, path)
     lesions |= mask
-  try:
+  with _common.append_to_errors(f" {hint}"):
     return _preprocess(cfg, t2w, dwi, adc, zones, lesions.astype(np.uint8), spacing, affine,
                        case_id=case.case_id, patient_label=int(case.patient_label))
-  except ValueError as e:
-    raise ValueError(f"{e} {hint}") from e
 
 
 # ------------------------------------------------------------------------------------------
@@ -1045,16 +960,16 @@ def _find_picai_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_Case]
       modality = {"t2w": _T2W, "adc": _ADC, "hbv": _DWI}[m.group(2).lower()]
       images.setdefault(m.group(1), {}).setdefault(modality, path)
   if not images:
-    raise _error(
-        "picai", manual_dir,
+    raise _RELEASES["picai"].error(
+        manual_dir,
         missing=[os.path.join(manual_dir, "<patient>_<study>_t2w.nii.gz")],
         problem=(f"No <patient>_<study>_{{t2w,adc,hbv}}.nii.gz image found under {manual_dir}"
                  " (PI-CAI .mha images must be converted to NIfTI)."),
     )
   labels = _labels_root(files, manual_dir)
   if labels is None:
-    raise _error(
-        "picai", manual_dir,
+    raise _RELEASES["picai"].error(
+        manual_dir,
         missing=[os.path.join(manual_dir, "labels", "anatomical_delineations") + os.sep,
                  os.path.join(manual_dir, "labels", "csPCa_lesion_delineations") + os.sep],
         problem=f"No PI-CAI labels (anatomical_delineations/, csPCa_lesion_delineations/) "
@@ -1064,8 +979,8 @@ def _find_picai_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_Case]
   zonal_dir = _find_path(zonal_ai, *cfg.zonal_model.split("/")) if zonal_ai else None
   if zonal_dir is None or not os.path.isdir(zonal_dir):
     available = sorted(os.listdir(zonal_ai)) if zonal_ai and os.path.isdir(zonal_ai) else []
-    raise _error(
-        "picai", manual_dir,
+    raise _RELEASES["picai"].error(
+        manual_dir,
         missing=[os.path.join(labels, "anatomical_delineations", "zonal_pz_tz", "AI",
                               cfg.zonal_model) + os.sep],
         problem=(f"No zonal labels of model {cfg.zonal_model!r} under {labels} (available: "
@@ -1141,22 +1056,13 @@ def _picai_example(case: _Case, cfg: ProstatexBpmriConfig) -> dict[str, Any]:
     logging.warning("case %s: marksheet case_csPCa = %s but the csPCa mask is %s.",
                     case.case_id, "YES" if label else "NO",
                     "empty" if label else "not empty")
-  try:
+  with _common.append_to_errors(f" {hint}"):
     return _preprocess(cfg, t2w, dwi, adc, zones, lesions.astype(np.uint8), spacing, affine,
                        case_id=case.case_id, patient_label=int(label))
-  except ValueError as e:
-    raise ValueError(f"{e} {hint}") from e
 
 
 def builder_config(
     config: str | ProstatexBpmriConfig = "phantom", **overrides: Any
 ) -> ProstatexBpmriConfig:
   """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  if isinstance(config, str):
-    configs: Mapping[str, ProstatexBpmriConfig] = ProstatexBpmri.builder_configs
-    if config not in configs:
-      raise ValueError(f"Unknown config {config!r}; available: {sorted(configs)}.")
-    config = configs[config]
-  if overrides:
-    config = config.replace(**overrides)
-  return config
+  return _common.builder_config(ProstatexBpmri, config, **overrides)

@@ -51,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 from absl import logging
@@ -59,7 +58,10 @@ import nibabel as nib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets import _builder
 from datasets import _common
+from datasets import _prostatex
+from datasets import _volumes
 from jaxseg.data import preprocess
 
 __all__ = [
@@ -75,8 +77,8 @@ __all__ = [
     "preprocess_case",
 ]
 
-MASKS_URL = "https://github.com/rcuocolo/PROSTATEx_masks"
-TCIA_URL = "https://doi.org/10.7937/K9TCIA.2017.MURS5CL"
+MASKS_URL = _prostatex.MASKS_URL
+TCIA_URL = _prostatex.TCIA_URL
 PROSTATEX_SOURCE = (
     f"the PROSTATEx_masks repository ({MASKS_URL}, CC BY 4.0; git clone or its zip) and the T2w "
     f"images of the cases it lacks from TCIA PROSTATEx ({TCIA_URL}, the t2_tse_tra series, "
@@ -92,22 +94,7 @@ PROSTATEX_LAYOUT = """\
 
 _VERSION = tfds.core.Version("1.0.0")
 _RELEASE_NOTES = {"1.0.0": "Initial release: phantom and prostatex configs."}
-_ID = re.compile(r"prostatex[-_ ]?(\d{1,4})(?!\d)", re.IGNORECASE)
-_NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
-
-
-def canonical_case_id(name: str) -> str | None:
-  """``ProstateX-%04d`` for a file name or series name holding a PROSTATEx id, else None.
-
-  ``"ProstateX-080.nii.gz"`` -> ``"ProstateX-0080"``; ``"prostatex_0191_t2_tse_tra_Grappa3_2"``
-  -> ``"ProstateX-0191"``; ``"image_list.csv"`` -> None.
-  """
-  m = _ID.search(os.path.basename(name))
-  return f"ProstateX-{int(m.group(1)):04d}" if m else None
-
-
-def _strip_nifti(name: str) -> str:
-  return _NIFTI.sub("", os.path.basename(name))
+canonical_case_id = _prostatex.canonical_case_id
 
 
 @dataclasses.dataclass(eq=False)
@@ -140,24 +127,16 @@ class ProstatexGlandConfig(_common.JaxsegBuilderConfig):
   skip_missing_images: bool = False
 
   def __post_init__(self):
-    if self.source not in ("phantom", "prostatex"):
-      raise ValueError(f"source must be 'phantom' or 'prostatex', got {self.source!r}.")
+    _common.check_choice("source", self.source, ("phantom", "prostatex"))
     if self.source == "phantom" and int(self.num_cases) < 1:
       raise ValueError(f"num_cases must be >= 1, got {self.num_cases}.")
     if int(self.base_seed) < 0:
       raise ValueError(f"base_seed must be >= 0, got {self.base_seed}.")
-    if len(tuple(self.phantom_shape)) != 3 or min(self.phantom_shape) < 1:
-      raise ValueError(f"phantom_shape must be 3 positive ints, got {self.phantom_shape}.")
-    names = ["phantom_spacing"] + ([] if self.target_spacing is None else ["target_spacing"])
-    for name in names:
-      value = np.asarray(getattr(self, name), dtype=np.float64)
-      if value.shape != (3,) or not np.all(np.isfinite(value)) or np.any(value <= 0):
-        raise ValueError(f"{name} must be 3 finite positive numbers, got {getattr(self, name)}.")
-    lo, hi = self.clip_percentiles
-    if not 0.0 <= lo <= hi <= 100.0:
-      raise ValueError(
-          f"clip_percentiles must satisfy 0 <= lower <= upper <= 100, got {self.clip_percentiles}."
-      )
+    _common.check_shape("phantom_shape", self.phantom_shape)
+    _common.check_spacing("phantom_spacing", self.phantom_spacing)
+    if self.target_spacing is not None:
+      _common.check_spacing("target_spacing", self.target_spacing)
+    _common.check_percentiles(self.clip_percentiles)
 
 
 PHANTOM = ProstatexGlandConfig(
@@ -221,30 +200,14 @@ def preprocess_case(
   if not np.issubdtype(mask.dtype, np.number) and mask.dtype != bool:
     raise ValueError(f"case {case_id}: mask must be numeric, got dtype {mask.dtype}.")
   if np.issubdtype(mask.dtype, np.floating):
-    bad = int(np.count_nonzero(~np.isfinite(mask)))
-    if bad:
-      raise ValueError(f"case {case_id}: mask has {bad} non-finite voxel(s).")
-  label = (mask > 0).astype(np.uint8)
-  bad = int(np.count_nonzero(~np.isfinite(image.astype(np.float64))))
-  if bad:
-    raise ValueError(f"case {case_id}: image has {bad} non-finite voxel(s).")
-  spacing = preprocess.validate_spacing(spacing, name=f"case {case_id}: spacing")
-  affine = np.asarray(affine, dtype=np.float64)
+    _volumes.check_finite(mask, "mask", case_id)
+  _volumes.check_finite(image, "image", case_id)
   if target_spacing is None:
-    new_image, new_label = image.astype(np.float32), label
-    new_spacing, new_affine = spacing, affine
-  else:
-    new_image, new_label, new_spacing, new_affine = preprocess.resample_case(
-        image, label, spacing, affine, target_spacing
-    )
-  lo, hi = clip_percentiles
-  return {
-      "image": preprocess.normalize_intensity(new_image, lower=lo, upper=hi),
-      "label": new_label.astype(np.uint8),
-      "case_id": case_id,
-      "spacing": np.asarray(new_spacing, np.float32),
-      "affine": np.asarray(new_affine, np.float64),
-  }
+    image = image.astype(np.float32)  # As resampling returns it.
+  return _volumes.normalized_example(
+      image, (mask > 0).astype(np.uint8), spacing, affine, case_id=case_id,
+      target_spacing=target_spacing, clip_percentiles=clip_percentiles,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +219,7 @@ class _ProstatexCase:
   image: str
 
 
-class ProstatexGland(tfds.core.GeneratorBasedBuilder):
+class ProstatexGland(_builder.CaseBuilder):
   """Axial T2w prostate MR with whole-gland masks (phantom or PROSTATEx), for seed 002."""
 
   VERSION = _VERSION
@@ -269,27 +232,19 @@ class ProstatexGland(tfds.core.GeneratorBasedBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    volume = dict(shape=(None, None, None), encoding="zlib")
-    cfg = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self._dataset_info(
         description=(
             "Axial T2-weighted prostate MR with a binary whole-gland label (1 = prostate). "
             "Optionally resampled, clipped to percentiles and z-scored per case (REFERENCE §3)."
         ),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(dtype=np.float32, **volume),
-            "label": tfds.features.Tensor(dtype=np.uint8, **volume),
+        features={
+            "image": _builder.volume_feature(np.float32),
+            "label": _builder.volume_feature(np.uint8),
             "case_id": tfds.features.Text(),
-            "spacing": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-            "affine": tfds.features.Tensor(shape=(4, 4), dtype=np.float64),
-        }),
+            **_builder.geometry_features(),
+        },
         homepage=MASKS_URL,
-        metadata=tfds.core.MetadataDict(
-            config_fingerprint=cfg.fingerprint(),
-            settings=cfg.settings(),
-            class_names=["background", "prostate"],
-        ),
+        class_names=["background", "prostate"],
         citation=(
             "Cuocolo, R., Stanzione, A., Castaldo, A., De Lucia, D.R., Imbriaco, M.: Quality "
             "control and whole-gland, zonal and lesion annotations for the PROSTATEx challenge "
@@ -303,31 +258,19 @@ class ProstatexGland(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     cfg = self.builder_config
     if cfg.source == "phantom":
-      seeds = [int(cfg.base_seed) + i for i in range(int(cfg.num_cases))]
-      cases: dict[str, Any] = {_phantom_case_id(seed): seed for seed in seeds}
-    else:
-      found = _find_prostatex_cases(
-          _manual_dir(dl_manager), skip_missing_images=bool(cfg.skip_missing_images)
+      return self._split_by_case(
+          {_phantom_case_id(seed): seed for seed in _builder.phantom_seeds(cfg)}
       )
-      cases = {c.case_id: c for c in found}
-    split = preprocess.split_cases(
-        sorted(cases), fractions=cfg.split_fractions, seed=cfg.split_seed
+    found = _find_prostatex_cases(
+        _PROSTATEX.manual_dir(dl_manager), skip_missing_images=bool(cfg.skip_missing_images)
     )
-    # A split with a zero fraction is left out (tfds cannot write an empty split).
-    return {
-        name: self._generate_examples([cases[c] for c in split[name]])
-        for name in preprocess.SPLITS
-        if split[name]
-    }
+    return self._split_by_case({c.case_id: c for c in found})
 
-  def _generate_examples(self, cases) -> Iterator[tuple[str, dict[str, Any]]]:
+  def _example(self, case) -> dict[str, Any]:
     cfg = self.builder_config
-    for case in cases:
-      if cfg.source == "phantom":
-        example = _phantom_example(int(case), cfg)
-      else:
-        example = _prostatex_example(case, cfg)
-      yield example["case_id"], example
+    if cfg.source == "phantom":
+      return _phantom_example(int(case), cfg)
+    return _prostatex_example(case, cfg)
 
 
 # ------------------------------------------------------------------------------------------
@@ -363,15 +306,10 @@ def _phantom_example(seed: int, cfg: ProstatexGlandConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
-def _prostatex_error(manual_dir: Any, missing=(), problem: str | None = None) -> FileNotFoundError:
-  return _common.missing_manual_data(
-      dataset="prostatex_gland (config 'prostatex')",
-      source=PROSTATEX_SOURCE,
-      manual_dir=manual_dir,
-      layout=PROSTATEX_LAYOUT,
-      missing=missing,
-      problem=problem,
-  )
+_PROSTATEX = _common.ManualRelease(
+    dataset="prostatex_gland (config 'prostatex')", source=PROSTATEX_SOURCE,
+    layout=PROSTATEX_LAYOUT,
+)
 
 
 def _hint(manual_dir: str) -> str:
@@ -381,38 +319,6 @@ def _hint(manual_dir: str) -> str:
   )
 
 
-def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
-  return _common.resolve_manual_dir(dl_manager, what="prostatex_gland (config 'prostatex')",
-                                    error=_prostatex_error)
-
-
-def _find_child(directory: str, name: str) -> str | None:
-  """``directory/name`` matched case-insensitively (exact spelling first), or None."""
-  exact = os.path.join(directory, name)
-  if os.path.isdir(exact) or os.path.isfile(exact):
-    return exact
-  if not os.path.isdir(directory):
-    return None
-  for entry in sorted(os.listdir(directory)):
-    if entry.lower() == name.lower():
-      return os.path.join(directory, entry)
-  return None
-
-
-def _prostate_root(manual_dir: str) -> str | None:
-  """The folder holding ``mask_prostate/`` (``Files/prostate`` in the repository layout)."""
-  candidates = [os.path.join(manual_dir, "Files", "prostate"), manual_dir,
-                os.path.join(manual_dir, "prostate")]
-  if os.path.isdir(manual_dir):
-    for entry in sorted(os.listdir(manual_dir)):  # e.g. PROSTATEx_masks-master/
-      candidates.append(os.path.join(manual_dir, entry, "Files", "prostate"))
-  for candidate in candidates:
-    masks = _find_child(candidate, "mask_prostate")
-    if masks is not None and os.path.isdir(masks):
-      return candidate
-  return None
-
-
 def _nifti_by_id(directory: str | None) -> dict[str, list[str]]:
   """``{canonical id: [paths]}`` of the NIfTI files in ``directory`` that name a case."""
   out: dict[str, list[str]] = {}
@@ -420,7 +326,7 @@ def _nifti_by_id(directory: str | None) -> dict[str, list[str]]:
     return out
   for name in sorted(os.listdir(directory)):
     path = os.path.join(directory, name)
-    if name.startswith(".") or not _NIFTI.search(name) or not os.path.isfile(path):
+    if name.startswith(".") or not _prostatex.NIFTI.search(name) or not os.path.isfile(path):
       continue
     case_id = canonical_case_id(name)
     if case_id is not None:
@@ -430,7 +336,7 @@ def _nifti_by_id(directory: str | None) -> dict[str, list[str]]:
 
 def _read_image_list(root: str) -> dict[str, str]:
   """``{canonical id: series name}`` from ``image_list.csv`` (empty if absent)."""
-  path = _find_child(root, "image_list.csv")
+  path = _prostatex.find_child(root, "image_list.csv")
   if path is None or not os.path.isfile(path):
     return {}
   out: dict[str, str] = {}
@@ -440,7 +346,7 @@ def _read_image_list(root: str) -> dict[str, str]:
         cell = cell.strip().strip('"')
         case_id = canonical_case_id(cell)
         if case_id is not None:
-          out.setdefault(case_id, _strip_nifti(cell))
+          out.setdefault(case_id, _prostatex.nifti_stem(cell))
   return out
 
 
@@ -458,7 +364,7 @@ def _shape(path: str) -> tuple[int, ...] | None:
 def _pick_mask(case_id: str, paths: list[str]) -> str:
   if len(paths) == 1:
     return paths[0]
-  canonical = [p for p in paths if _strip_nifti(p) == case_id]
+  canonical = [p for p in paths if _prostatex.nifti_stem(p) == case_id]
   if len(canonical) == 1:
     logging.warning("Case %s has several masks %s; using %s.", case_id, paths, canonical[0])
     return canonical[0]
@@ -472,7 +378,7 @@ def _pick_image(case_id: str, candidates: list[str], listed: str | None, mask: s
   if not candidates:
     return None
   if listed is not None:
-    named = [p for p in candidates if _strip_nifti(p).lower() == listed.lower()]
+    named = [p for p in candidates if _prostatex.nifti_stem(p).lower() == listed.lower()]
     if len(named) == 1:
       return named[0]
   if len(candidates) == 1:
@@ -492,23 +398,23 @@ def _find_prostatex_cases(
     manual_dir: str, *, skip_missing_images: bool = False
 ) -> list[_ProstatexCase]:
   """Lists and pairs the masks and T2 images under ``manual_dir`` (see the module docstring)."""
-  root = _prostate_root(manual_dir)
+  root = _prostatex.prostate_folder(manual_dir, "mask_prostate")
   if root is None:
     expected = os.path.join(manual_dir, "Files", "prostate", "mask_prostate")
-    raise _prostatex_error(
+    raise _PROSTATEX.error(
         manual_dir,
         missing=[expected + os.sep],
         problem=f"No Files/prostate/mask_prostate/ folder found under {manual_dir}.",
     )
-  mask_dir = _find_child(root, "mask_prostate")
+  mask_dir = _prostatex.find_child(root, "mask_prostate")
   masks = _nifti_by_id(mask_dir)
   if not masks:
-    raise _prostatex_error(
+    raise _PROSTATEX.error(
         manual_dir,
         missing=[os.path.join(mask_dir, "ProstateX-XXXX.nii.gz")],
         problem=f"No ProstateX-XXXX.nii.gz mask found in {mask_dir}.",
     )
-  image_dir = _find_child(root, "Images") or os.path.join(root, "Images")
+  image_dir = _prostatex.find_child(root, "Images") or os.path.join(root, "Images")
   images = {
       case_id: [p for p in paths if "t2" in os.path.basename(p).lower()]
       for case_id, paths in _nifti_by_id(image_dir).items()
@@ -530,7 +436,7 @@ def _find_prostatex_cases(
                  unused[:20])
   if missing:
     if not skip_missing_images or not cases:
-      raise _prostatex_error(
+      raise _PROSTATEX.error(
           manual_dir,
           missing=missing,
           problem=(
@@ -551,11 +457,9 @@ def _find_prostatex_cases(
 def _prostatex_example(case: _ProstatexCase, cfg: ProstatexGlandConfig) -> dict[str, Any]:
   manual = os.path.dirname(os.path.dirname(case.mask))
   hint = _hint(manual)
-  try:
+  with _common.append_to_errors(hint):
     image, spacing, affine = preprocess.load_nifti(case.image)
     mask, _, mask_affine = preprocess.load_nifti(case.mask)
-  except (ValueError, FileNotFoundError) as e:
-    raise type(e)(f"{e}{hint}") from e
   if mask.shape != image.shape:
     raise ValueError(
         f"case {case.case_id}: mask {case.mask} has shape {mask.shape} but image {case.image} "
@@ -566,7 +470,7 @@ def _prostatex_example(case: _ProstatexCase, cfg: ProstatexGlandConfig) -> dict[
         "case %s: the affines of mask %s and image %s differ; the mask is used on the image "
         "grid as is.", case.case_id, case.mask, case.image,
     )
-  try:
+  with _common.append_to_errors(f" (mask {case.mask}, image {case.image}).{hint}"):
     return preprocess_case(
         image,
         mask,
@@ -576,19 +480,10 @@ def _prostatex_example(case: _ProstatexCase, cfg: ProstatexGlandConfig) -> dict[
         target_spacing=cfg.target_spacing,
         clip_percentiles=tuple(cfg.clip_percentiles),
     )
-  except ValueError as e:
-    raise ValueError(f"{e} (mask {case.mask}, image {case.image}).{hint}") from e
 
 
 def builder_config(
     config: str | ProstatexGlandConfig = "phantom", **overrides: Any
 ) -> ProstatexGlandConfig:
   """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  if isinstance(config, str):
-    configs: Mapping[str, ProstatexGlandConfig] = ProstatexGland.builder_configs
-    if config not in configs:
-      raise ValueError(f"Unknown config {config!r}; available: {sorted(configs)}.")
-    config = configs[config]
-  if overrides:
-    config = config.replace(**overrides)
-  return config
+  return _common.builder_config(ProstatexGland, config, **overrides)

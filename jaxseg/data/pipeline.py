@@ -20,15 +20,20 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxseg.data.augment import Augment
+from jaxseg.data.preprocess import validate_spacing
+
 Batch = dict[str, np.ndarray]
-Augment = Callable[[np.random.Generator, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 DATA_AXIS = "data"
 
 
 @dataclasses.dataclass(frozen=True)
 class Volume:
-  """One case in memory: ``image`` ``(x, y, z[, channels])`` float32, ``label`` ``(x, y, z)``."""
+  """One case in memory: ``image`` ``(x, y, z[, channels])`` float32, ``label`` ``(x, y, z)``.
+
+  ``spacing`` (mm, one finite positive value per label axis) is checked and stored as floats.
+  """
 
   image: np.ndarray
   label: np.ndarray
@@ -44,6 +49,9 @@ class Volume:
     if self.image.ndim not in (self.label.ndim, self.label.ndim + 1):
       raise ValueError(f"case {self.case_id}: image must be the label's shape plus at most one "
                        f"channel axis, got {self.image.shape} vs {self.label.shape}")
+    spacing = validate_spacing(self.spacing, name=f"case {self.case_id}: spacing",
+                               ndim=self.label.ndim)
+    object.__setattr__(self, "spacing", tuple(float(s) for s in spacing))
 
   @classmethod
   def from_example(cls, example: Mapping[str, Any]) -> "Volume":
@@ -149,7 +157,8 @@ def patch_batches(
     epoch: epoch index.
     samples_per_epoch: samples per epoch (default: the number of axial slices of all volumes, or
       the number of volumes for 3D patches); rounded down to whole batches (at least one).
-    augment: optional ``(rng, image, label) -> (image, label)`` applied to every sample.
+    augment: optional ``(rng, sample) -> sample`` applied to every sample dict (image, label and
+      dense extras; see :mod:`jaxseg.data.augment`), drawing from the epoch's generator.
   """
   if not volumes:
     raise ValueError("patch_batches needs at least one volume")
@@ -169,9 +178,7 @@ def patch_batches(
       patch = sample_patch(volumes[i], rng, patch_shape=patch_shape,
                            foreground_prob=foreground_prob, foreground=foregrounds[i])
       if augment is not None:
-        if len(patch) > 2:
-          raise ValueError(f"augmentation of extra maps {sorted(patch)[2:]} is not supported")
-        patch["image"], patch["label"] = augment(rng, patch["image"], patch["label"])
+        patch = augment(rng, patch)
       samples.append(patch)
     batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
     batch["image"] = batch["image"].astype(np.float32)

@@ -28,6 +28,7 @@ from typing import Union
 import jax
 import jax.numpy as jnp
 
+from jaxseg.losses import _checks
 from jaxseg.losses import focal
 
 
@@ -133,6 +134,10 @@ def ag_bce_loss(
   \mathrm{BCE}_i`, i.e. half the mean of the 0.5-scaled BCE :math:`l`.
   MicroSegNet uses :math:`w = W_{hard}/W_{easy} = 4`.
 
+  Integer labels other than 0 and 1 (e.g. a 0/255 mask) raise a
+  ``ValueError`` when concrete; under ``jit`` the check cannot run and they
+  are used as given (a finite, meaningless value).
+
   Args:
     logits: ``(batch, *spatial, 1)`` logits.
     labels: binary (or soft) expert mask, the logits' shape or without the
@@ -151,7 +156,9 @@ def ag_bce_loss(
   _check_logits(logits)
   if isinstance(hard_weight, (int, float)) and hard_weight < 0:
     raise ValueError(f"hard_weight must be >= 0, got {hard_weight}.")
-  y = _binary_like(logits, jnp.asarray(labels), "labels")
+  labels = jnp.asarray(labels)
+  _checks.check_binary_mask(labels)
+  y = _binary_like(logits, labels, "labels")
   hard = _binary_like(logits, jnp.asarray(hard_mask), "hard_mask")
   per_pixel = 0.5 * (-y * jax.nn.log_sigmoid(logits)
                      - (1.0 - y) * jax.nn.log_sigmoid(-logits))
@@ -204,6 +211,11 @@ def adaptive_focal_loss(
   :math:`\gamma` is floored at ``min_gamma`` because :math:`1/\gamma` blows up
   when the model predicts foreground everywhere and the annotators agree.
 
+  Integer labels other than 0 and 1 (e.g. a 0/255 mask) raise a
+  ``ValueError`` when concrete; under ``jit`` the check cannot run and they
+  act as soft targets outside [0, 1] (a meaningless value, NaN at some
+  pixels).
+
   Args:
     logits: ``(batch, *spatial, 1)`` logits.
     labels: binary expert mask, the logits' shape or without the channel axis.
@@ -226,7 +238,9 @@ def adaptive_focal_loss(
   _check_logits(logits)
   if not min_gamma > 0:
     raise ValueError(f"min_gamma must be > 0, got {min_gamma}.")
-  y = _binary_like(logits, jnp.asarray(labels), "labels")
+  labels = jnp.asarray(labels)
+  _checks.check_binary_mask(labels)
+  y = _binary_like(logits, labels, "labels")
   hard = _binary_like(logits, jnp.asarray(hard_mask), "hard_mask")
   disagreement = jnp.asarray(disagreement, logits.dtype)
   if disagreement.ndim < 1 or disagreement.shape[0] != logits.shape[0]:

@@ -126,9 +126,14 @@ def dice_boundary_loss(
   :func:`kervadec_schedule`.  The weights may be traced scalars (e.g. fed
   from the train state), so the step does not recompile each epoch.
 
+  Integer labels outside ``[0, classes)`` raise a ``ValueError`` when
+  concrete (in :func:`jaxseg.losses.region.soft_dice_loss`); under ``jit``
+  they become all-zero target rows of the Dice term.
+
   Args:
     logits: ``(batch, *spatial, classes)`` logits.
-    labels: integer map ``(batch, *spatial)`` or one-hot targets.
+    labels: integer map ``(batch, *spatial)`` with values in
+      ``[0, classes)``, or one-hot targets.
     dist_maps: ``(batch, *spatial, classes_kept)`` signed distance maps.
     w_region: weight of the Dice term.
     w_boundary: weight of the boundary term.

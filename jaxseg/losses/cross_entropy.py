@@ -4,6 +4,10 @@ Conventions (see ``docs/developing.md``): logits are channels-last ``(batch, *sp
 integer labels are ``(batch, *spatial)``, and every public loss returns one value per example,
 shape ``(batch,)``: the mean over spatial positions. All are computed from ``log_softmax`` /
 ``log_sigmoid`` so that they stay finite at extreme logits.
+
+Integer labels outside ``[0, classes)`` (or integer binary targets other than 0 / 1) raise a
+``ValueError`` when the labels are concrete (see :mod:`jaxseg.losses._checks`); under ``jit`` the
+check cannot run, and each function's docstring says what it returns then.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from jaxseg.losses import _checks
 
 
 def _check_dense(logits: jax.Array, labels: jax.Array) -> None:
@@ -31,9 +37,13 @@ def pixelwise_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax
 
   .. math:: \ell_n = -\log \operatorname{softmax}(z_n)_{y_n}
 
+  Labels outside ``[0, classes)`` raise a ``ValueError`` when concrete; under ``jit`` they give NaN
+  at their positions (negative ones included, which plain indexing would wrap around), so the
+  training loop's non-finite-loss check reports them with the step.
+
   Args:
     logits: ``(batch, *spatial, classes)`` unnormalised scores.
-    labels: ``(batch, *spatial)`` integer class indices.
+    labels: ``(batch, *spatial)`` integer class indices in ``[0, classes)``.
 
   Returns:
     ``(batch, *spatial)`` losses, in the logits' floating dtype.
@@ -41,8 +51,15 @@ def pixelwise_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
   _check_dense(logits, labels)
+  num_classes = logits.shape[-1]
+  _checks.check_class_indices(labels, num_classes)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  # Out-of-range indices read the fill value NaN; a negative index would wrap around, so it is
+  # moved past the end first (one fused select on the labels).
+  index = labels.astype(jnp.int32)
+  index = jnp.where(index < 0, num_classes, index)
+  return -jnp.take_along_axis(log_probs, index[..., None], axis=-1, mode="fill",
+                              fill_value=jnp.nan)[..., 0]
 
 
 def softmax_cross_entropy(
@@ -60,9 +77,12 @@ def softmax_cross_entropy(
   is divided by the number of positions, not by the sum of the weights (PyTorch's
   ``CrossEntropyLoss(weight=...)`` divides by the summed weights of the targets instead).
 
+  Labels outside ``[0, classes)`` raise a ``ValueError`` when concrete; under ``jit`` they make the
+  example's loss NaN (see :func:`pixelwise_softmax_cross_entropy`).
+
   Args:
     logits: ``(batch, *spatial, classes)`` unnormalised scores.
-    labels: ``(batch, *spatial)`` integer class indices.
+    labels: ``(batch, *spatial)`` integer class indices in ``[0, classes)``.
     class_weights: optional ``(classes,)`` weights ``w``.
 
   Returns:
@@ -91,6 +111,9 @@ def sigmoid_binary_cross_entropy(
 
   with :math:`\log(1 - \sigma(z)) = \log \sigma(-z)`, stable for any logit.
 
+  Integer labels other than 0 and 1 (e.g. a 0/255 mask) raise a ``ValueError`` when concrete;
+  under ``jit`` the check cannot run and they are used as given (a finite, meaningless value).
+
   Args:
     logits: ``(batch, *spatial)`` or ``(batch, *spatial, 1)`` scores of the foreground.
     labels: targets in [0, 1] with the shape of ``logits`` (a trailing channel of 1 may be absent
@@ -101,7 +124,9 @@ def sigmoid_binary_cross_entropy(
     ``(batch,)`` losses.
   """
   logits = jnp.asarray(logits)
-  labels = jnp.asarray(labels, dtype=logits.dtype)
+  labels = jnp.asarray(labels)
+  _checks.check_binary_mask(labels)
+  labels = labels.astype(logits.dtype)
   if logits.shape != labels.shape:
     if logits.shape[-1:] == (1,) and logits.shape[:-1] == labels.shape:
       logits = logits[..., 0]

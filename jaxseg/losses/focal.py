@@ -21,6 +21,8 @@ from typing import Optional, Union
 import jax
 import jax.numpy as jnp
 
+from jaxseg.losses import _checks
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -60,6 +62,27 @@ def _log_one_minus_pt(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.where(is_hard, hard, soft)
 
 
+def _log_one_minus_softmax(log_p: jax.Array) -> jax.Array:
+  r"""Exact :math:`\log(1 - p_c)` from ``log_p = log_softmax(x)``, in O(C).
+
+  Classes other than the arg-max have :math:`p_c \le 1/2` (since
+  :math:`p_c \le p_a` and :math:`p_c + p_a \le 1`), where
+  :math:`\mathrm{log1p}(-e^{\log p_c})` loses no precision.  For the arg-max
+  :math:`a`, :math:`1 - p_a = \sum_{j \ne a} p_j`, so
+  :math:`\log(1 - p_a) = \mathrm{logsumexp}_{j \ne a} \log p_j`: one
+  log-sum-exp per pixel, finite since at least one other class exists.  Both
+  branches get safe inputs where unused (``log1p(-1)`` would give an infinite
+  gradient that ``where`` turns into NaN).
+  """
+  is_max = jax.nn.one_hot(
+      jnp.argmax(log_p, axis=-1), log_p.shape[-1], dtype=jnp.bool_)
+  others = jnp.where(is_max, -jnp.inf, log_p)
+  log_1mp_max = jax.nn.logsumexp(others, axis=-1, keepdims=True)
+  safe_log_p = jnp.where(is_max, -1.0, log_p)
+  log_1mp_rest = jnp.log1p(-jnp.exp(safe_log_p))
+  return jnp.where(is_max, log_1mp_max, log_1mp_rest)
+
+
 def _binary_targets(logits: jax.Array, labels: jax.Array) -> jax.Array:
   if labels.shape == logits.shape:
     return labels.astype(logits.dtype)
@@ -96,6 +119,11 @@ def sigmoid_focal_loss(
   sigmoid twice (a sigmoid layer followed by a loss that applies its own);
   that quirk is not reproduced: the sigmoid is applied once, here.
 
+  Integer labels other than 0 and 1 (e.g. a 0/255 mask) raise a
+  ``ValueError`` when they are concrete; under ``jit`` the check cannot run
+  and they act as soft targets outside [0, 1], giving a meaningless value
+  (NaN where :math:`1 - p_t < 0`).
+
   Args:
     logits: ``(batch, *spatial, channels)`` logits, one independent sigmoid per
       channel (usually one channel).
@@ -124,6 +152,7 @@ def sigmoid_focal_loss(
     raise ValueError(f"logits must be floating point, got {logits.dtype}.")
   if isinstance(alpha, (int, float)) and not 0.0 <= alpha <= 1.0:
     raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+  _checks.check_binary_mask(labels)
   targets = _binary_targets(logits, labels)
 
   ce = (-targets * jax.nn.log_sigmoid(logits)
@@ -158,21 +187,32 @@ def softmax_focal_loss(
   ``alpha = [0.05, 0.30, 0.65]`` (background, TZ, PZ) and ``[0.75, 0.25]``
   (background, csPCa), gamma 2.
 
-  :math:`\log p_c` comes from ``log_softmax`` and :math:`\log(1 - p_c)` from
-  an exact log-sum-exp over the other classes, so no clipping is needed for
+  :math:`\log p_c` comes from ``log_softmax`` and :math:`\log(1 - p_c)` is
+  computed exactly (see "Memory" below), so no clipping is needed for
   finiteness.  The original (Keras) code clipped the probabilities to
   ``[1e-7, 1 - 1e-7]``, which bounds the per-pixel loss at
   :math:`-\log 10^{-7} \approx 16` and zeroes the gradient of pixels whose
   true-class probability is below ``1e-7``; pass ``clip_eps=1e-7`` to
   reproduce that behaviour (for comparison only, the default is exact).
 
-  Memory: the exact :math:`\log(1 - p_c)` takes a ``(..., C, C)`` temporary;
-  this is small for the few classes of these studies.
+  Memory: :math:`\log(1 - p_c)` is exact in :math:`O(C)` per pixel (no
+  ``(..., C, C)`` temporary).  Every class except the arg-max has
+  :math:`p_c \le 1/2`, where :math:`\log(1 - p_c) =
+  \mathrm{log1p}(-e^{\log p_c})` is accurate; for the arg-max class
+  :math:`a`, :math:`\log(1 - p_a) = \mathrm{logsumexp}_{j \ne a} \log p_j`
+  (one log-sum-exp per pixel with class :math:`a` masked to
+  :math:`-\infty`), which stays exact as :math:`p_a \to 1`.  The branch not
+  taken is fed a safe input, so gradients are finite for every
+  :math:`\gamma \ge 0`.
+
+  Integer labels outside ``[0, classes)`` raise a ``ValueError`` when they are
+  concrete; under ``jit`` the check cannot run and such a pixel gets an
+  all-zero target row, i.e. contributes 0 to the loss.
 
   Args:
     logits: ``(batch, *spatial, classes)`` logits, ``classes >= 2``.
-    labels: integer map ``(batch, *spatial)`` or one-hot / soft targets with
-      the logits' shape.
+    labels: integer map ``(batch, *spatial)`` with values in
+      ``[0, classes)``, or one-hot / soft targets with the logits' shape.
     alpha: per-class weights, shape ``(classes,)``; None means all ones.
     gamma: focusing exponent >= 0.
     clip_eps: if set, clip the softmax probabilities to
@@ -206,8 +246,10 @@ def softmax_focal_loss(
         "softmax_focal_loss needs at least two classes; use "
         "sigmoid_focal_loss for a single channel.")
   if labels.shape == logits.shape:
+    _checks.check_binary_mask(labels)  # Integer one-hot maps.
     targets = labels.astype(logits.dtype)
   elif labels.shape == logits.shape[:-1]:
+    _checks.check_class_indices(labels, num_classes)
     targets = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
   else:
     raise ValueError(
@@ -225,12 +267,7 @@ def softmax_focal_loss(
 
   if clip_eps is None:
     log_p = jax.nn.log_softmax(logits, axis=-1)
-    # log(1 - p_c) = logsumexp_{j != c} x_j - logsumexp_j x_j, exactly.
-    others = jnp.where(
-        jnp.eye(num_classes, dtype=bool), -jnp.inf, logits[..., None, :])
-    log_1mp = (jax.nn.logsumexp(others, axis=-1)
-               - jax.nn.logsumexp(logits, axis=-1, keepdims=True))
-    modulating = jnp.exp(gamma * log_1mp)
+    modulating = jnp.exp(gamma * _log_one_minus_softmax(log_p))
   else:
     p = jnp.clip(jax.nn.softmax(logits, axis=-1), clip_eps, 1.0 - clip_eps)
     log_p = jnp.log(p)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxseg.losses import _checks
 from jaxseg.losses.cross_entropy import _spatial_mean, pixelwise_softmax_cross_entropy
 
 
@@ -34,9 +35,12 @@ def hierarchical_cross_entropy(
   gradient of its own: a confident anatomically distant mistake costs ``1 + alpha * D`` times its
   cross-entropy. ``alpha = 0`` is plain cross-entropy (the paper's flat baseline).
 
+  Labels outside ``[0, classes)`` raise a ``ValueError`` when concrete; under ``jit`` they make the
+  example's loss NaN (through the cross-entropy).
+
   Args:
     logits: ``(batch, *spatial, classes)`` unnormalised scores.
-    labels: ``(batch, *spatial)`` integer class indices.
+    labels: ``(batch, *spatial)`` integer class indices in ``[0, classes)``.
     penalty: ``(classes, classes)`` penalty matrix ``D[true, predicted]``.
     alpha: penalty strength (a scalar; may be a traced array, e.g. in a sweep).
 
@@ -63,9 +67,12 @@ def expected_cost(logits: ArrayLike, labels: ArrayLike, *, cost: ArrayLike) -> j
 
   Differentiable in the logits (Galdran et al., 2020).
 
+  Labels outside ``[0, classes)`` raise a ``ValueError`` when concrete; under ``jit`` they read a
+  NaN cost row (negative ones too), so the example's value is NaN.
+
   Args:
     logits: ``(batch, *spatial, classes)`` unnormalised scores.
-    labels: ``(batch, *spatial)`` integer class indices.
+    labels: ``(batch, *spatial)`` integer class indices in ``[0, classes)``.
     cost: ``(classes, classes)`` cost matrix ``M[true, predicted]``.
 
   Returns:
@@ -77,7 +84,12 @@ def expected_cost(logits: ArrayLike, labels: ArrayLike, *, cost: ArrayLike) -> j
   labels = jnp.asarray(labels)
   if labels.shape != logits.shape[:-1]:
     raise ValueError(f"labels {labels.shape} must be logits {logits.shape} without the class axis")
-  rows = cost[labels.astype(jnp.int32)]  # (batch, *spatial, classes)
+  num_classes = logits.shape[-1]
+  _checks.check_class_indices(labels, num_classes)
+  # Out-of-range rows are NaN; negative indices are moved past the end so they do not wrap.
+  index = labels.astype(jnp.int32)
+  index = jnp.where(index < 0, num_classes, index)
+  rows = jnp.take(cost, index, axis=0, mode="fill", fill_value=jnp.nan)  # (batch, *spatial, C)
   return _spatial_mean(jnp.sum(rows * jax.nn.softmax(logits, axis=-1), axis=-1))
 
 
@@ -96,9 +108,12 @@ def expected_cost_cross_entropy(
   and ``lambda = 10``; with an anatomical ``M`` (the penalty matrix) it is the differentiable
   counterpart of :func:`hierarchical_cross_entropy`.
 
+  Labels outside ``[0, classes)`` raise a ``ValueError`` when concrete; under ``jit`` the
+  example's loss is NaN.
+
   Args:
     logits: ``(batch, *spatial, classes)`` unnormalised scores.
-    labels: ``(batch, *spatial)`` integer class indices.
+    labels: ``(batch, *spatial)`` integer class indices in ``[0, classes)``.
     cost: ``(classes, classes)`` cost matrix.
     lam: weight of the expected-cost term.
 

@@ -18,8 +18,11 @@ Conventions (see ``docs/developing.md``):
 * labels are either an integer map ``(batch, *spatial)`` (one-hot encoded
   here with ``classes`` classes; for a single sigmoid channel it is the binary
   foreground mask) or a one-hot / binary / soft map with the logits' shape;
-  integer values outside ``[0, classes)`` become all-zero target rows (they
-  still count as predicted false positives);
+  integer values outside ``[0, classes)`` (outside ``{0, 1}`` for a single
+  channel) raise a ``ValueError`` when the labels are concrete; under ``jit``
+  the check cannot run and they become all-zero target rows (they still count
+  as predicted false positives; a single-channel integer mask is used as
+  given);
 * the default return value holds one loss per example, shape ``(batch,)``;
   ``reduction="none"`` returns ``(batch, classes)``;
 * ``batch=True`` pools the counts over the batch (MONAI's "batch Dice"): the
@@ -40,6 +43,8 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+
+from jaxseg.losses import _checks
 
 _ACTIVATIONS = ("softmax", "sigmoid", "none")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -71,11 +76,14 @@ def _probs_and_targets(
         "for a single-channel (binary) output.")
 
   if labels.shape == logits.shape:
+    _checks.check_binary_mask(labels)  # Integer one-hot / multi-hot maps.
     targets = labels.astype(logits.dtype)
   elif labels.shape == logits.shape[:-1]:
     if num_classes == 1:
+      _checks.check_binary_mask(labels)
       targets = labels.astype(logits.dtype)[..., None]
     else:
+      _checks.check_class_indices(labels, num_classes)
       targets = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
   else:
     raise ValueError(
@@ -167,7 +175,9 @@ def soft_dice_loss(
     logits: ``(batch, *spatial, classes)`` logits (or probabilities with
       ``activation="none"``).
     labels: integer map ``(batch, *spatial)`` (for a single channel: the binary
-      mask) or one-hot / binary / soft targets with the logits' shape.
+      mask) or one-hot / binary / soft targets with the logits' shape.  Integer
+      values outside ``[0, classes)`` raise a ``ValueError`` when concrete and
+      become all-zero target rows under ``jit`` (see the module docstring).
     activation: ``"softmax"`` (mutually exclusive classes, needs at least two
       channels), ``"sigmoid"`` (independent channels) or ``"none"`` (inputs
       already are probabilities).
@@ -240,7 +250,9 @@ def tversky_loss(
     logits: ``(batch, *spatial, classes)`` logits (or probabilities with
       ``activation="none"``).
     labels: integer map ``(batch, *spatial)`` (for a single channel: the binary
-      mask) or one-hot / binary / soft targets with the logits' shape.
+      mask) or one-hot / binary / soft targets with the logits' shape.  Integer
+      values outside ``[0, classes)`` raise a ``ValueError`` when concrete and
+      become all-zero target rows under ``jit`` (see the module docstring).
     alpha: weight of the false positives, >= 0 (a Python number or a scalar
       array, so that a sweep can ``vmap`` over it).
     beta: weight of the false negatives, >= 0; ``None`` means ``1 - alpha``.

@@ -144,6 +144,12 @@ def deep_supervision_loss(
   the labels are reduced with :func:`downsample_labels` (max-pool, so masks
   are never eroded).
 
+  Label values are checked by ``loss_fn`` at every scale (the losses of this
+  package raise on concrete out-of-range class indices).  Max-pooling keeps
+  a too-large value at every scale, but a negative one (e.g. an "ignore" -1)
+  may be pooled away at coarse scales, so it is reported only by the finer
+  heads' losses where it survives (e.g. the full-resolution head).
+
   Args:
     outputs: sequence of logits ``(batch, *spatial_i, C)``, fine -> coarse.
     labels: full-resolution labels ``(batch, *spatial[, channels])``, or a

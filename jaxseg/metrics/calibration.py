@@ -49,8 +49,10 @@ __all__ = [
     "binary_expected_calibration_error",
     "binary_negative_log_likelihood",
     "binary_reliability_diagram",
+    "ece_from_diagram",
     "expected_calibration_error",
     "negative_log_likelihood",
+    "pool_reliability_diagrams",
     "reliability_diagram",
 ]
 
@@ -137,10 +139,46 @@ def _binned(
               counts=counts)
 
 
-def _ece_from_diagram(diagram: dict[str, np.ndarray]) -> float:
-  counts = diagram["counts"]
+def pool_reliability_diagrams(diagrams: Any) -> dict[str, np.ndarray]:
+  """Pools reliability diagrams of several cases (same bins) into the diagram of all their voxels.
+
+  ``counts`` add up and each bin's ``confidence`` / ``accuracy`` is the count-weighted mean of the
+  cases' values, so the result equals :func:`reliability_diagram` of the concatenated voxels, and
+  :func:`ece_from_diagram` of it is their pooled ECE (cheaper than concatenating whole volumes, and
+  what a bootstrap over cases needs).
+
+  Args:
+    diagrams: non-empty sequence of dicts returned by :func:`reliability_diagram` (or the binary
+      variant) with identical ``bin_edges``.
+
+  Returns:
+    A diagram dict (``bin_edges``, ``confidence``, ``accuracy``, ``counts``).
+  """
+  diagrams = list(diagrams)
+  if not diagrams:
+    raise ValueError("at least one reliability diagram is needed.")
+  edges = np.asarray(diagrams[0]["bin_edges"])
+  for d in diagrams[1:]:
+    if not np.array_equal(np.asarray(d["bin_edges"]), edges):
+      raise ValueError("reliability diagrams with different bins cannot be pooled.")
+  counts = np.sum([np.asarray(d["counts"]) for d in diagrams], axis=0).astype(np.int64)
+  out = {"bin_edges": edges, "counts": counts}
+  for key in ("confidence", "accuracy"):
+    total = np.sum([np.nan_to_num(np.asarray(d[key], np.float64)) * np.asarray(d["counts"])
+                    for d in diagrams], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      out[key] = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+  return out
+
+
+def ece_from_diagram(diagram: dict[str, np.ndarray]) -> float:
+  """ECE of a reliability diagram: ``sum_m |B_m| |acc_m - conf_m| / N`` (empty bins add 0)."""
+  counts = np.asarray(diagram["counts"])
+  if counts.sum() == 0:
+    raise ValueError("the reliability diagram holds no voxels.")
   nonempty = counts > 0
-  gap = np.abs(diagram["accuracy"][nonempty] - diagram["confidence"][nonempty])
+  gap = np.abs(np.asarray(diagram["accuracy"])[nonempty]
+               - np.asarray(diagram["confidence"])[nonempty])
   return float(np.sum(counts[nonempty] * gap) / counts.sum())
 
 
@@ -212,7 +250,7 @@ def expected_calibration_error(
   Returns:
     The ECE in [0, 1] (a Python float).
   """
-  return _ece_from_diagram(reliability_diagram(probs, labels,
+  return ece_from_diagram(reliability_diagram(probs, labels,
                                                num_bins=num_bins))
 
 
@@ -280,5 +318,5 @@ def binary_expected_calibration_error(
   Returns:
     The ECE in [0, 1] (a Python float).
   """
-  return _ece_from_diagram(
+  return ece_from_diagram(
       binary_reliability_diagram(probs, labels, num_bins=num_bins))

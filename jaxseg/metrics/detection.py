@@ -45,6 +45,8 @@ from scipy import ndimage
 from scipy import optimize
 from scipy import stats as sp_stats
 
+from jaxseg.metrics import stats
+
 __all__ = [
     "LesionMatches",
     "auroc",
@@ -52,8 +54,10 @@ __all__ = [
     "evaluate_cases",
     "extract_lesion_candidates",
     "froc",
+    "froc_bootstrap_band",
     "match_lesions",
     "partial_area",
+    "sensitivity_at",
 ]
 
 _CONNECTIVITY_RANK = {
@@ -474,6 +478,59 @@ def froc(
       num_tp=int(tps[-1]),
       num_fp=int(fps[-1]),
   )
+
+
+def sensitivity_at(fp_per_case: Any, sensitivity: Any, fp_grid: Any) -> np.ndarray:
+  """Sensitivity of a FROC curve (as returned by `froc`) at the FP rates of ``fp_grid``.
+
+  Operating points sharing one FP rate (a vertical step) collapse to their highest sensitivity;
+  between points the curve is linear, beyond the last one flat (as `froc` describes it).
+  """
+  fp = np.asarray(fp_per_case, np.float64)
+  sens = np.asarray(sensitivity, np.float64)
+  if fp.ndim != 1 or fp.shape != sens.shape or fp.size == 0:
+    raise ValueError(f"fp_per_case {fp.shape} and sensitivity {sens.shape} must be equal-length, "
+                     "non-empty 1-D arrays.")
+  unique, inverse = np.unique(fp, return_inverse=True)
+  top = np.full(unique.shape, -np.inf)
+  np.maximum.at(top, inverse, sens)
+  return np.interp(np.asarray(fp_grid, np.float64), unique, top)
+
+
+def froc_bootstrap_band(
+    case_results: Sequence[LesionMatches],
+    fp_grid: Any,
+    *,
+    num_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Percentile-bootstrap band (over cases) of the FROC sensitivity at each FP rate of a grid.
+
+  Each resample of the cases gets its own `froc`, read at ``fp_grid`` with `sensitivity_at`;
+  the band is the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles at every grid point.
+  Resamples without lesions are skipped. The resamples are those of
+  :func:`jaxseg.metrics.stats.bootstrap_ci_paired` for the same seed, so the band and the CIs of
+  the scalar FROC metrics come from the same resampled case sets.
+
+  Returns:
+    ``(low, high)``, each with the grid's shape; all NaN when no resample holds a lesion.
+  """
+  _check_case_results(case_results)
+  if not 0.0 < level < 1.0:
+    raise ValueError(f"level must be in (0, 1), got {level}.")
+  indices = stats.bootstrap_indices(len(case_results), num_resamples=num_resamples, seed=seed)
+  curves = []
+  for idx in indices:
+    f = froc([case_results[i] for i in idx])
+    if f["num_lesions"]:
+      curves.append(sensitivity_at(f["fp_per_case"], f["sensitivity"], fp_grid))
+  if not curves:
+    nan = np.full(np.shape(fp_grid), np.nan)
+    return nan, nan
+  tail = 100.0 * (1.0 - level) / 2.0
+  low, high = np.percentile(np.stack(curves), [tail, 100.0 - tail], axis=0)
+  return low, high
 
 
 def auroc(case_scores: Any, case_labels: Any) -> float:

@@ -66,6 +66,46 @@ def confusion_matrix(
   return counts[:, :-1].reshape(*lead, num_classes, num_classes).astype(jnp.int32)
 
 
+def soft_confusion_matrix(probs: ArrayLike, truth: ArrayLike) -> jax.Array:
+  r"""Confusion matrix with probabilities as counts: ``cm[t, k] = sum_{i: y_i = t} p_ik``.
+
+  Row sums are the true class sizes and column sums the summed probabilities, so
+  :func:`dice_from_confusion` of it is the *soft* Dice
+  :math:`2 \sum_i p_{ic} y_{ic} / (\sum_i p_{ic} + \sum_i y_{ic})`, and :func:`merge_classes`
+  gives the soft Dice of a merged region (the summed probabilities of its classes). With one-hot
+  ``probs`` it equals :func:`confusion_matrix` of their argmax.
+
+  Args:
+    probs: ``(..., C)`` class probabilities (channels last), e.g. a softmax or the mean of
+      Monte-Carlo samples.
+    truth: integer class map ``(...)``. Values outside ``[0, C)`` are not counted.
+
+  Returns:
+    float32 ``(C, C)``, every position pooled.
+  """
+  probs = jnp.asarray(probs, dtype=jnp.float32)
+  truth = jnp.asarray(truth).astype(jnp.int32)
+  if probs.ndim < 1 or probs.shape[:-1] != truth.shape:
+    raise ValueError(f"probs {probs.shape} must be truth {truth.shape} + (classes,)")
+  num_classes = probs.shape[-1]
+  onehot = jax.nn.one_hot(truth.reshape(-1), num_classes, dtype=jnp.float32)
+  return onehot.T @ probs.reshape(-1, num_classes)
+
+
+def region_dice(cm: ArrayLike, classes: Sequence[int], *, empty: str = "nan") -> jax.Array:
+  """Dice of the union of ``classes`` (e.g. WG = TZ u PZ) from confusion matrices ``(..., C, C)``.
+
+  Hard or soft (:func:`soft_confusion_matrix`) matrices alike; ``(...)`` values, undefined (NaN
+  or 1, see ``empty``) when the region is absent from both truth and prediction.
+  """
+  classes = tuple(int(c) for c in classes)
+  if not classes:
+    raise ValueError("classes must name at least one class")
+  if len(classes) > 1:
+    cm = merge_classes(cm, [classes])
+  return dice_from_confusion(cm, empty=empty)[..., classes[0]]
+
+
 def _check_policy(empty: str) -> None:
   if empty not in _EMPTY_POLICIES:
     raise ValueError(f"empty must be one of {_EMPTY_POLICIES}, got {empty!r}")

@@ -136,6 +136,19 @@ def _resampled_statistic_vectorised(
   return np.concatenate(out)
 
 
+def bootstrap_indices(n: int, *, num_resamples: int, seed: int) -> np.ndarray:
+  """The case indices of every resample, ``(num_resamples, n)`` ints in ``[0, n)``.
+
+  Drawn with ``np.random.default_rng(seed)``; `bootstrap_ci`, `bootstrap_ci_paired` and any other
+  resampling over the same cases (e.g. a FROC band) use this matrix, so their resamples agree for
+  one seed.
+  """
+  if int(n) != n or n < 1:
+    raise ValueError(f"n must be a positive integer (the number of cases), got {n}.")
+  _check_common(num_resamples, 0.5)
+  return np.random.default_rng(seed).integers(0, int(n), size=(int(num_resamples), int(n)))
+
+
 def bootstrap_ci(
     values: Any,
     *,
@@ -177,8 +190,7 @@ def bootstrap_ci(
     return Estimate(np.nan, np.nan, np.nan, 0, n_undefined)
 
   value = float(statistic(defined))
-  rng = np.random.default_rng(seed)
-  indices = rng.integers(0, n, size=(int(num_resamples), n))
+  indices = bootstrap_indices(n, num_resamples=num_resamples, seed=seed)
   replicates = _resampled_statistic_vectorised(defined, statistic, indices)
   if replicates is None:
     replicates = np.array(
@@ -256,8 +268,7 @@ def bootstrap_ci_paired(
     raise ValueError("arrays have no cases (length 0).")
 
   value = float(statistic(*prepared))
-  rng = np.random.default_rng(seed)
-  indices = rng.integers(0, n, size=(int(num_resamples), n))
+  indices = bootstrap_indices(n, num_resamples=num_resamples, seed=seed)
   replicates = np.array(
       [float(statistic(*[_take(a, idx) for a in prepared])) for idx in indices],
       dtype=np.float64)

@@ -6,26 +6,41 @@ cases.
 
 Algorithm
 ---------
-1. **Surface voxels.** The surface :math:`S_A` of a mask :math:`A` is the set of foreground voxels
+1. **Cropping.** Everything happens in the bounding box of :math:`A \cup B`. Nothing changes
+   inside it: every voxel outside it is background in the image, or lies outside the image,
+   which erosion also treats as background, so the surfaces are identical, and all surface voxels
+   of both masks lie inside it. Only the work shrinks, from the image to the objects' extent.
+2. **Surface voxels.** The surface :math:`S_A` of a mask :math:`A` is the set of foreground voxels
    that have at least one background neighbour, ``A & ~erode(A)``. The neighbourhood is *full
    connectivity* by default (8 neighbours in 2D, 26 in 3D, ``connectivity=ndim``); pass
    ``connectivity=1`` for face neighbours only (4 / 6), which is what MONAI's ``get_mask_edges`` and
    medpy's ``hd95`` use. Erosion treats everything outside the image as background, so a mask that
    touches the image border has its border voxels on the surface (a full-foreground mask has the
-   image border as its surface).
-2. **Directed distances.** For every :math:`a \in S_A`,
+   image border as its surface). The erosion is the AND of shifted views of the box grown by one
+   background voxel (a view of the image, or a zero-padded copy at the image border); the full
+   cube is separable (three ANDs per axis).
+3. **Directed distances.** For every :math:`a \in S_A`,
    :math:`d(a, S_B) = \min_{b \in S_B} \lVert (a - b) \odot s \rVert_2`, with :math:`s` the
-   spacing, read off an exact Euclidean distance transform of the complement of :math:`S_B`
-   (``scipy.ndimage.distance_transform_edt(~S_B, sampling=spacing)``). SciPy returns wrong,
-   finite values when its input has no zero (no surface voxel at all); that case is caught and
-   gives ``+inf`` (there is no surface to reach).
-3. **Cropping (speed).** Both masks are cropped to the bounding box of :math:`A \cup B` plus a
-   margin of 1 voxel (clipped to the image) before steps 1-2. Nothing changes inside the box:
-   (i) every voxel outside it is background in the full image, or lies outside the image, which
-   erosion also treats as background, so the surfaces are identical; (ii) all surface voxels of
-   both masks lie inside the box, so the nearest surface voxel of :math:`S_B` to any point of
-   :math:`S_A` is inside the box and the EDT, exact, returns the same distance. Only the work
-   shrinks, from the whole image to the objects' extent.
+   spacing; voxels on both surfaces are at 0. An empty mask has no surface voxel: the distances
+   to it are ``+inf`` (there is no surface to reach). Three exact algorithms, equal up to float
+   rounding (~1e-14 mm); each pair uses the one with the lowest estimated cost for its box size
+   and surface sizes (``_choose_algorithm``):
+
+   - *separable* (most 3D pairs): the squared distance is a sum of per-axis terms, so its minimum
+     over :math:`S_B` is a nested minimum, one axis at a time (as in separable EDTs). With the box
+     axes ordered ``p`` (longest), ``r`` (shortest) and ``m``: exact 1D distances to :math:`S_B`
+     along ``p`` (running max / min of feature indices), then
+     :math:`g(v) = \min_k g_p(v + k e_r) + (s_r k)^2` along ``r`` by brute force over the few
+     offsets, both over the whole box; then :math:`d^2(a) = \min_k g(a + k e_m) + (s_m k)^2`
+     only at the surface voxels :math:`a` of :math:`A`, in a window
+     :math:`|k| \le \sqrt{g(a)} / s_m` (:math:`g(a)` bounds the answer). Linear in the box
+     size (times the shortest side), instead of an EDT of the whole box per direction.
+   - *kdtree* (sparse surfaces in a large box, e.g. small far-apart objects or 2D slices):
+     nearest neighbour of each point of :math:`S_A` (index times spacing) in a
+     ``scipy.spatial.cKDTree`` of :math:`S_B`.
+   - *edt* (small boxes): ``scipy.ndimage.distance_transform_edt(~S_B, sampling=spacing)`` read at
+     :math:`S_A`. SciPy returns wrong, finite values when its input has no zero (no surface voxel
+     at all); that case is caught and gives ``+inf``.
 
 Metrics (``D_{AB} = \{d(a, S_B) : a \in S_A\}``, ``P_q`` = ``numpy.percentile`` with linear
 interpolation):
@@ -48,12 +63,15 @@ Empty masks: when either mask is empty the distances are undefined and every met
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
+import math
 from collections.abc import Sequence
 from typing import Callable, Literal, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import ndimage
+from scipy import ndimage, spatial
 
 __all__ = [
     "SurfaceMetricResult",
@@ -72,6 +90,7 @@ SkipEmpty = Union[bool, Literal["none", "both", "either"]]
 _HD_METHODS = ("max_directed", "pooled")
 _ASD_METHODS = ("pooled", "mean_directed")
 _SKIP_MODES = ("none", "both", "either")
+_ALGORITHMS = ("auto", "separable", "edt", "kdtree")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,14 +172,63 @@ def _check_pair(
 # Core.
 
 
-def _surface(mask: np.ndarray, connectivity: int) -> np.ndarray:
-  if connectivity == mask.ndim:
-    # Erosion by the full 3^ndim cube is a separable minimum filter (same result, faster).
-    eroded = ndimage.minimum_filter(mask, size=3, mode="constant", cval=0)
+@functools.lru_cache(maxsize=None)
+def _neighbour_offsets(ndim: int, connectivity: int) -> tuple[tuple[int, ...], ...]:
+  """Offsets in {-1, 0, 1}^ndim with 1 to ``connectivity`` non-zero components."""
+  return tuple(o for o in itertools.product((-1, 0, 1), repeat=ndim)
+               if 0 < sum(c != 0 for c in o) <= connectivity)
+
+
+def _surface_of_padded(padded: np.ndarray, connectivity: int) -> np.ndarray:
+  """Surface of ``padded[1:-1, ...]``, the outer layer of ``padded`` being background.
+
+  ``mask & ~erode(mask)`` with the erosion as the AND of the shifted views of ``padded``, one per
+  neighbour offset with at most ``connectivity`` non-zero components; the full cube
+  (``connectivity == ndim``) is separable: three ANDs per axis instead of ``3^ndim - 1``.
+  """
+  ndim = padded.ndim
+  inner = padded[(slice(1, -1),) * ndim]
+  if connectivity == ndim:
+    eroded = padded
+    for axis in range(ndim):
+      n = eroded.shape[axis]
+      views = []
+      for lo in range(3):
+        sl = [slice(None)] * ndim
+        sl[axis] = slice(lo, lo + n - 2)
+        views.append(eroded[tuple(sl)])
+      eroded = views[0] & views[1]
+      eroded &= views[2]
   else:
-    structure = ndimage.generate_binary_structure(mask.ndim, connectivity)
-    eroded = ndimage.binary_erosion(mask, structure=structure, border_value=0)
-  return mask & ~eroded
+    eroded = None
+    for offset in _neighbour_offsets(ndim, connectivity):
+      view = padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, inner.shape))]
+      if eroded is None:
+        eroded = view.copy()
+      else:
+        eroded &= view
+  np.logical_not(eroded, out=eroded)
+  eroded &= inner
+  return eroded
+
+
+def _surface(mask: np.ndarray, connectivity: int) -> np.ndarray:
+  """``mask & ~erode(mask)``, everything outside the array being background."""
+  padded = np.zeros(tuple(n + 2 for n in mask.shape), dtype=bool)
+  padded[(slice(1, -1),) * mask.ndim] = mask
+  return _surface_of_padded(padded, connectivity)
+
+
+def _surface_in_box(mask: np.ndarray, box: tuple[slice, ...], connectivity: int) -> np.ndarray:
+  """``_surface(mask)[box]`` for a box holding all of ``mask``'s foreground, without the rest.
+
+  Inside the box the surface only depends on the box and a one-voxel background layer around it:
+  the image itself (a view, no copy) where the grown box fits in it, else a zero-padded copy.
+  """
+  if all(s.start >= 1 and s.stop < n for s, n in zip(box, mask.shape)):
+    return _surface_of_padded(mask[tuple(slice(s.start - 1, s.stop + 1) for s in box)],
+                              connectivity)
+  return _surface(mask[box], connectivity)
 
 
 def _edt(nonzero: np.ndarray, spacing: np.ndarray) -> np.ndarray:
@@ -174,30 +242,253 @@ def _edt(nonzero: np.ndarray, spacing: np.ndarray) -> np.ndarray:
   return ndimage.distance_transform_edt(nonzero, sampling=spacing)
 
 
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-  """Bounding box of ``mask`` grown by ``margin`` voxels and clipped to the array; None if empty."""
-  box = []
-  for axis in range(mask.ndim):
-    other = tuple(i for i in range(mask.ndim) if i != axis)
-    idx = np.flatnonzero(np.any(mask, axis=other))
-    if idx.size == 0:
-      return None
-    box.append(slice(max(idx[0] - margin, 0), min(idx[-1] + 1 + margin, mask.shape[axis])))
-  return tuple(box)
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+  """Tight bounding box of the True voxels of ``mask``; None if there is none.
+
+  Axis 0 from the first and last True of the flattened array (``argmax`` stops at the first
+  True), the other axes from ``any`` over axis 0 of that slab (a fast, contiguous reduction).
+  """
+  flat = mask.reshape(-1)
+  first = int(np.argmax(flat))
+  if not flat[first]:
+    return None
+  last = flat.size - 1 - int(np.argmax(flat[::-1]))
+  stride = flat.size // mask.shape[0]
+  box = (slice(first // stride, last // stride + 1),)
+  if mask.ndim == 1:
+    return box
+  return box + _bounding_box(np.any(mask[box[0]], axis=0))
+
+
+_SLAB_LOOP_MIN = 256  # voxels per slab from which the running max / min loops over slabs
+
+
+def _index_distance_axis0(feature: np.ndarray) -> np.ndarray:
+  """Distance in voxels to the nearest True voxel on each line along axis 0; ``n`` if none.
+
+  ``n = feature.shape[0]``. Index of the previous / next True voxel by a running max / min over
+  the slabs of axis 0 (small integers: int16 where they fit).
+  """
+  n = feature.shape[0]
+  dtype = np.int16 if 3 * n < np.iinfo(np.int16).max else np.int64
+  index = np.arange(n, dtype=dtype).reshape((n,) + (1,) * (feature.ndim - 1))
+  prev = np.where(feature, index, dtype(-n))  # a line without True ends at >= n
+  nxt = np.where(feature, index, dtype(2 * n))
+  if feature.size < _SLAB_LOOP_MIN * n:
+    np.maximum.accumulate(prev, axis=0, out=prev)
+    np.minimum.accumulate(nxt[::-1], axis=0, out=nxt[::-1])
+  else:  # a loop over large slabs beats ufunc.accumulate along axis 0 (~2x)
+    for i in range(1, n):
+      np.maximum(prev[i - 1], prev[i], out=prev[i])
+    for i in range(n - 2, -1, -1):
+      np.minimum(nxt[i + 1], nxt[i], out=nxt[i])
+  np.subtract(index, prev, out=prev)
+  np.subtract(nxt, index, out=nxt)
+  np.minimum(prev, nxt, out=prev)
+  np.minimum(prev, n, out=prev)
+  return prev
+
+
+def _min_plus_parabola_axis0(g: np.ndarray, step: float) -> np.ndarray:
+  """``out[i] = min_j (g[j] + (step (i - j))^2)`` along axis 0, by brute force over offsets."""
+  out = g.copy()
+  tmp = np.empty_like(g)
+  n = g.shape[0]
+  for k in range(1, n):
+    c = (step * k) ** 2
+    np.add(g[:n - k], c, out=tmp[:n - k])
+    np.minimum(out[k:], tmp[:n - k], out=out[k:])
+    np.add(g[k:], c, out=tmp[:n - k])
+    np.minimum(out[:n - k], tmp[:n - k], out=out[:n - k])
+  return out
+
+
+_QUERY_CHUNK = 1 << 17  # elements of the (queries, line) work array per chunk (1 MiB, cache-sized)
+
+
+def _separable_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
+  """Axis order ``(r, p, m)`` (3D) or ``(p, m)`` (2D) of the separable algorithm.
+
+  ``m`` (searched at the query voxels only) is the middle-length axis in 3D and the shorter one in
+  2D, ``r`` (brute-force pass over the whole box) the shortest, ``p`` (linear-time pass) the
+  longest.
+  """
+  order = [int(i) for i in np.argsort(shape, kind="stable")]
+  if len(shape) == 3:
+    return order[0], order[2], order[1]
+  return order[1], order[0]
+
+
+def _separable_directed(
+    pairs: Sequence[tuple[np.ndarray, tuple[np.ndarray, ...]]], spacing: np.ndarray
+) -> list[np.ndarray]:
+  """Exact distances from query voxels to the True voxels of a feature mask, for several pairs.
+
+  ``pairs``: ``(feature, queries)`` with boolean ``feature`` masks of one shape, each with a True
+  voxel, and ``queries`` index arrays (as from ``np.nonzero``). Returns one float64 array of
+  distances (mm) per pair.
+
+  Separable squared EDT (the minimum over feature voxels of a sum of per-axis squared offsets is
+  a nested minimum, one axis at a time), the feature masks stacked so that each pass runs once:
+  exact 1D distances along ``p`` (``_index_distance_axis0``, only on the lines that hold a
+  feature voxel), the lower envelope of parabolas along ``r`` by brute force (3D), both over the
+  whole box, then the search along ``m`` at the query voxels only. That search is windowed: the
+  value ``u`` at the query itself (its distance within its own ``m`` plane) bounds the answer, so
+  only offsets ``|k| <= sqrt(u) / s_m`` can win; queries are grouped by that half-width rounded up
+  to ``2^j - 1`` and each group reads windows of ``2^(j+1) - 1`` voxels (wider windows only add
+  candidates, so the minimum stays exact).
+  """
+  ndim = pairs[0][0].ndim
+  n_f = len(pairs)
+  perm = _separable_axes(pairs[0][0].shape)
+  shape = tuple(pairs[0][0].shape[i] for i in perm)
+  sp = spacing[list(perm)]
+  n_p, n_m = shape[-2], shape[-1]
+  # Linear pass along p on a (p, [r,] feature, m) copy, restricted to the lines with a feature
+  # voxel (the others stay at n_p, i.e. +inf).
+  axes = (perm[-2],) + perm[:-2] + (-1, perm[-1])
+  stacked = np.stack([f for f, _ in pairs], axis=-1)  # (..., feature)
+  lines = np.ascontiguousarray(stacked.transpose(axes)).reshape(n_p, -1)
+  has = np.flatnonzero(lines.any(axis=0))
+  found = _index_distance_axis0(lines[:, has])
+  dist = np.full(lines.shape, n_p, dtype=found.dtype)
+  dist[:, has] = found
+  # Squared distances from a lookup table, in (r, feature, p, m) order: the brute-force pass runs
+  # along the leading axis (contiguous slabs), and each (r, feature, p) is a row along m.
+  table = (sp[-2] * np.arange(n_p + 1, dtype=np.float64)) ** 2
+  table[n_p] = np.inf  # no feature voxel on the line
+  dist = dist.reshape((n_p,) + shape[:-2] + (n_f, n_m))
+  g = np.take(table, dist.transpose(1, 2, 0, 3) if ndim == 3 else dist.transpose(1, 0, 2))
+  if ndim == 3:
+    g = _min_plus_parabola_axis0(g, sp[0])
+  g = g.reshape(-1, n_m)
+  # offsets[i] = (s_m (i - (n_m - 1)))^2: a window of w voxels starting at line position
+  # ``start`` for a query at ``m`` adds offsets[start - m + n_m - 1 :][:w].
+  offsets = (sp[-1] * np.arange(-(n_m - 1), n_m, dtype=np.float64)) ** 2
+  results = []
+  for k, (_, queries) in enumerate(pairs):
+    q = [queries[i] for i in perm]
+    row = (q[0] * n_f + k) * n_p + q[1] if ndim == 3 else k * n_p + q[0]
+    results.append(_windowed_line_search(g, row, q[-1], offsets, sp[-1]))
+  return results
+
+
+def _windowed_line_search(
+    g: np.ndarray, row: np.ndarray, m: np.ndarray, offsets: np.ndarray, step: float
+) -> np.ndarray:
+  """``sqrt(min_i g[row, i] + offsets[i - m + n_m - 1])`` per query, in bounded windows."""
+  n_m = g.shape[1]
+  out = g[row, m]
+  with np.errstate(invalid="ignore"):
+    half = np.sqrt(out) / step  # +inf where the query's plane has no feature voxel
+  # Group j: the queries with half-width in (2^(j-1) - 1, 2^j - 1]; the last one reads the whole
+  # line (its half-width bound reaches n_m - 1, or is +inf).
+  group = np.zeros(out.shape[0], dtype=np.int64)
+  bound = 0
+  while bound < n_m - 1:
+    group += half > bound
+    bound = 2 * bound + 1
+  counts = np.bincount(group)
+  order = np.argsort(group, kind="stable")
+  end = 0
+  for j, count in enumerate(counts):
+    sel, end = order[end:end + count], end + count
+    w = min(2 ** (j + 1) - 1, n_m)
+    if w == 1 or count == 0:
+      continue  # half-width 0: the value at the query is the answer
+    # Window views (read only): g_win[r, i] = g[r, i:i + w], off_win[i] = offsets[i:i + w].
+    g_win = np.ndarray((g.shape[0], n_m - w + 1, w), g.dtype, g, 0, g.strides + g.strides[1:])
+    off_win = np.ndarray((2 * n_m - w, w), offsets.dtype, offsets, 0, offsets.strides * 2)
+    chunk = max(1, _QUERY_CHUNK // w)
+    for lo in range(0, count, chunk):
+      idx = sel[lo:lo + chunk]
+      mi = m[idx]
+      start = np.maximum(mi - (w // 2), 0)
+      np.minimum(start, n_m - w, out=start)
+      vals = g_win[row[idx], start]
+      vals += off_win[start - mi + (n_m - 1)]
+      out[idx] = vals.min(axis=1)
+  return np.sqrt(out, out=out)
+
+
+def _kdtree_directed(feature_points: np.ndarray, query_points: np.ndarray) -> np.ndarray:
+  """Exact distances from ``query_points`` to the nearest of ``feature_points`` (mm coordinates)."""
+  return spatial.cKDTree(feature_points).query(query_points, k=1)[0]
+
+
+# Rough costs in microseconds of the three exact algorithms (both directions, surfaces excluded),
+# fitted on 2D/3D boxes of 40 to 400k voxels (ellipsoids, squares, noise, far-apart blobs) on a
+# 2-core x86 CPU with NumPy 2.4 / SciPy 1.17. ``{ndim: (fixed, per box voxel, per box voxel and
+# brute-force offset, per surface voxel)}``. They only steer the choice, never the values.
+_COSTS_US = {
+    "edt": {2: (50.0, 0.08, 0.0, 0.0), 3: (50.0, 0.2, 0.0, 0.0)},
+    "kdtree": {2: (100.0, 0.0, 0.0, 0.8), 3: (100.0, 0.0, 0.0, 2.0)},
+    "separable": {2: (500.0, 0.03, 0.0, 0.2), 3: (300.0, 0.02, 0.0025, 0.15)},
+}
+
+
+def _choose_algorithm(shape: tuple[int, ...], n_a: int, n_b: int) -> str:
+  """The exact algorithm with the lowest estimated cost for a box ``shape`` and surface sizes."""
+  size = math.prod(shape)
+  offsets = min(shape) - 1 if len(shape) == 3 else 0  # brute-force pass along the shortest axis
+  cost = {}
+  for name, per_ndim in _COSTS_US.items():
+    fixed, per_voxel, per_offset, per_point = per_ndim[len(shape)]
+    cost[name] = fixed + size * (per_voxel + offsets * per_offset) + (n_a + n_b) * per_point
+  return min(cost, key=cost.get)
 
 
 def _distances(
-    a: np.ndarray, b: np.ndarray, spacing: np.ndarray, connectivity: int
+    a: np.ndarray,
+    b: np.ndarray,
+    spacing: np.ndarray,
+    connectivity: int,
+    algorithm: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Directed distances on validated boolean masks (see module docstring, steps 1-3)."""
-  box = _bounding_box(a | b, margin=1)
+  """Directed distances on validated boolean masks (see module docstring, steps 1-3).
+
+  ``algorithm``: ``"auto"`` (cheapest by ``_choose_algorithm``), ``"separable"``, ``"edt"`` or
+  ``"kdtree"``; all are exact and agree up to float rounding.
+  """
+  if algorithm not in _ALGORITHMS:
+    raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
+  box = _bounding_box(a | b)
   if box is None:
     return np.zeros((0,)), np.zeros((0,))
-  a, b = a[box], b[box]
-  sa, sb = _surface(a, connectivity), _surface(b, connectivity)
-  # An empty surface gives +inf distances to it (an all-True EDT input).
-  d_ab = _edt(~sb, spacing)[sa] if sa.any() else np.zeros((0,))
-  d_ba = _edt(~sa, spacing)[sb] if sb.any() else np.zeros((0,))
+  sa = _surface_in_box(a, box, connectivity)
+  sb = _surface_in_box(b, box, connectivity)
+  ia = np.unravel_index(np.flatnonzero(sa), sa.shape)  # C order, as boolean indexing
+  ib = np.unravel_index(np.flatnonzero(sb), sb.shape)
+  n_a, n_b = ia[0].shape[0], ib[0].shape[0]
+  if n_a == 0 or n_b == 0:
+    # One mask is empty (a non-empty mask always has a surface voxel): there is no surface to
+    # reach, so the distances from the other one are +inf.
+    return np.full(n_a, np.inf), np.full(n_b, np.inf)
+  if algorithm == "auto":
+    algorithm = _choose_algorithm(sa.shape, n_a, n_b)
+  if algorithm == "edt":
+    return _edt(~sb, spacing)[sa], _edt(~sa, spacing)[sb]
+  # Voxels on both surfaces are at distance 0; only the others are searched.
+  d_ab, d_ba = np.zeros(n_a), np.zeros(n_b)
+  a_only, b_only = ~sb[ia], ~sa[ib]
+  if algorithm == "kdtree":
+    pa = np.stack(ia, axis=-1) * spacing
+    pb = np.stack(ib, axis=-1) * spacing
+    if a_only.any():
+      d_ab[a_only] = _kdtree_directed(pb, pa[a_only])
+    if b_only.any():
+      d_ba[b_only] = _kdtree_directed(pa, pb[b_only])
+    return d_ab, d_ba
+  pairs, targets = [], []
+  if a_only.any():
+    pairs.append((sb, tuple(i[a_only] for i in ia)))
+    targets.append((d_ab, a_only))
+  if b_only.any():
+    pairs.append((sa, tuple(i[b_only] for i in ib)))
+    targets.append((d_ba, b_only))
+  if pairs:
+    for (d, where), values in zip(targets, _separable_directed(pairs, spacing)):
+      d[where] = values
   return d_ab, d_ba
 
 

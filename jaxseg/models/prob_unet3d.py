@@ -109,6 +109,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -120,6 +121,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.losses.supervision import kl_diagonal_gaussians
+from jaxseg.models.layers import CONV_IMPLS, ConvTranspose, conv_general_dilated
 
 _Triple = tuple[int, int, int]
 _LEAK = 0.1
@@ -166,6 +168,10 @@ class ProbUNet3DConfig:
       rng); can be overridden per call. Off in the presets, see the module docstring.
     deep_supervision: add logit heads on decoder levels ``1 .. L-2``.
     dtype: computation dtype (parameters, latent statistics and outputs stay float32).
+    conv_impl: how convolutions run: ``"xla"`` (``lax.conv_general_dilated``; GPUs, wide
+      models) or ``"im2col"`` (one matrix product per convolution,
+      :func:`jaxseg.models.layers.im2col_conv_general_dilated`; several times faster for the
+      small CPU models). Same parameters and the same values to float rounding.
   """
 
   num_classes: int = 3
@@ -182,6 +188,7 @@ class ProbUNet3DConfig:
   mc_dropout: bool = False
   deep_supervision: bool = True
   dtype: str = "float32"
+  conv_impl: str = "xla"
 
   def __post_init__(self):
     # Normalise sequences (JSON round trips give lists) so the config stays hashable, then check.
@@ -217,6 +224,8 @@ class ProbUNet3DConfig:
     for name in ("dropout_rate", "final_dropout_rate"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+    if self.conv_impl not in CONV_IMPLS:
+      raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
     try:
       dtype = jnp.dtype(self.dtype)
     except TypeError as e:
@@ -248,12 +257,13 @@ class ProbUNet3DConfig:
 
     Strides ``((1,1,1), (2,2,1), (2,2,2))`` in ``(x, y, z)`` (in-plane first, like the paper),
     so a 32x32x8 crop has levels 32x32x8, 16x16x8, 8x8x4 (64x64x12: ..., 16x16x6); two latent
-    levels with 2 channels; SE r = 4; one deep-supervision head.
+    levels with 2 channels; SE r = 4; one deep-supervision head; convolutions as patch matrices
+    (``conv_impl="im2col"``, several times faster on CPU).
     """
     base = cls(num_classes=num_classes, in_channels=in_channels, filters=(8, 16, 32),
                strides=((1, 1, 1), (2, 2, 1), (2, 2, 2)),
                kernel_sizes=((3, 3, 1), (3, 3, 3), (3, 3, 3)), se_reduction=4,
-               latent_levels=2, latent_dim=2)
+               latent_levels=2, latent_dim=2, conv_impl="im2col")
     return dataclasses.replace(base, **overrides)
 
   @property
@@ -299,9 +309,10 @@ def _dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) 
 
 
 def _conv(features: int, kernel: Sequence[int], dtype, strides: Sequence[int] = (1, 1, 1),
-          use_bias: bool = False, name: str | None = None) -> nn.Conv:
+          use_bias: bool = False, name: str | None = None, impl: str = "xla") -> nn.Conv:
   return nn.Conv(features, tuple(kernel), strides=tuple(strides), padding="SAME",
-                 use_bias=use_bias, dtype=dtype, kernel_init=lecun_normal_flat, name=name)
+                 use_bias=use_bias, dtype=dtype, kernel_init=lecun_normal_flat, name=name,
+                 conv_general_dilated=conv_general_dilated(impl))
 
 
 def _dense(features: int, dtype) -> nn.Dense:
@@ -341,17 +352,19 @@ class SEResidualBlock(nn.Module):
   strides: _Triple = (1, 1, 1)
   se_reduction: int = 8
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     residual = x
-    y = _conv(self.features, self.kernel_size, self.dtype, self.strides)(x)
+    y = _conv(self.features, self.kernel_size, self.dtype, self.strides, impl=self.conv_impl)(x)
     y = _leaky(_instance_norm(self.dtype)(y))
-    z = _conv(self.features, self.kernel_size, self.dtype)(y)
+    z = _conv(self.features, self.kernel_size, self.dtype, impl=self.conv_impl)(y)
     y = _instance_norm(self.dtype)(z)
     y = SqueezeExcite(self.se_reduction, self.dtype)(y, squeeze_from=z)  # see module docstring
     if tuple(self.strides) != (1, 1, 1) or x.shape[-1] != self.features:
-      residual = _conv(self.features, (1, 1, 1), self.dtype, self.strides)(x)
+      residual = _conv(self.features, (1, 1, 1), self.dtype, self.strides,
+                       impl=self.conv_impl)(x)
       residual = _instance_norm(self.dtype)(residual)
     return _leaky(y + residual)
 
@@ -373,15 +386,17 @@ class AttentionGate(nn.Module):
 
   inter_channels: int
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, g: jax.Array) -> jax.Array:
     factors = tuple(a // b for a, b in zip(x.shape[1:-1], g.shape[1:-1]))
-    theta = _conv(self.inter_channels, (1, 1, 1), self.dtype)(x)
-    phi = _conv(self.inter_channels, (1, 1, 1), self.dtype, use_bias=True)(g)
+    conv = functools.partial(_conv, kernel=(1, 1, 1), dtype=self.dtype, impl=self.conv_impl)
+    theta = conv(self.inter_channels)(x)
+    phi = conv(self.inter_channels, use_bias=True)(g)
     f = _leaky(theta + _upsample_nearest(phi, factors))
-    alpha = nn.sigmoid(_conv(1, (1, 1, 1), self.dtype, use_bias=True)(f))
-    y = _conv(x.shape[-1], (1, 1, 1), self.dtype)(alpha * x)
+    alpha = nn.sigmoid(conv(1, use_bias=True)(f))
+    y = conv(x.shape[-1])(alpha * x)
     return _instance_norm(self.dtype)(y)
 
 
@@ -399,18 +414,20 @@ class GaussianEncoder(nn.Module):
   latent_levels: int
   latent_dim: int
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[tuple[jax.Array, jax.Array], ...]:
     features = []
     for n, k, s in zip(self.filters, self.kernel_sizes, self.strides):
-      x = SEResidualBlock(n, k, s, self.se_reduction, self.dtype)(x)
+      x = SEResidualBlock(n, k, s, self.se_reduction, self.dtype, self.conv_impl)(x)
       features.append(x)
     out = []
     num = len(self.filters)
     for level in range(num - 1, num - 1 - self.latent_levels, -1):
       stats = _conv(2 * self.latent_dim, (1, 1, 1), jnp.float32, use_bias=True,
-                    name=f"latent_{level}")(features[level].astype(jnp.float32))
+                    name=f"latent_{level}", impl=self.conv_impl)(
+                        features[level].astype(jnp.float32))
       out.append((stats[..., :self.latent_dim], stats[..., self.latent_dim:]))
     return tuple(out)
 
@@ -486,7 +503,7 @@ class ProbAttentionUNet3D(nn.Module):
     if cfg.latent_levels:
       net = lambda name: GaussianEncoder(cfg.latent_filters or cfg.filters, cfg.strides,
                                          cfg.kernel_sizes, cfg.se_reduction, cfg.latent_levels,
-                                         cfg.latent_dim, dtype, name=name)
+                                         cfg.latent_dim, dtype, cfg.conv_impl, name=name)
       prior = net("prior_net")(x)
       if labels_onehot is not None:
         posterior = net("posterior_net")(
@@ -508,7 +525,8 @@ class ProbAttentionUNet3D(nn.Module):
     # Encoder.
     skips = []
     for i, (n, k, s) in enumerate(zip(cfg.filters, cfg.kernel_sizes, cfg.strides)):
-      x = SEResidualBlock(n, k, s, cfg.se_reduction, dtype, name=f"encoder_{i}")(x)
+      x = SEResidualBlock(n, k, s, cfg.se_reduction, dtype, cfg.conv_impl,
+                          name=f"encoder_{i}")(x)
       if i > 0:
         x = _dropout(self, x, cfg.dropout_rate, not stochastic)
       skips.append(x)
@@ -519,22 +537,25 @@ class ProbAttentionUNet3D(nn.Module):
     chains: list[jax.Array] = []  # tensors upsampled from coarser nodes, at the current level
     heads = []
     for i in range(num - 2, -1, -1):
-      up = lambda t, j: nn.ConvTranspose(cfg.filters[i], cfg.kernel_sizes[i + 1],
-                                         strides=cfg.strides[i + 1], padding="SAME", dtype=dtype,
-                                         kernel_init=lecun_normal_flat, name=f"up_{i}_{j}")(t)
+      up = lambda t, j: ConvTranspose(cfg.filters[i], cfg.kernel_sizes[i + 1],
+                                      cfg.strides[i + 1], padding="SAME", dtype=dtype,
+                                      kernel_init=lecun_normal_flat, conv_impl=cfg.conv_impl,
+                                      name=f"up_{i}_{j}")(t)
       chains = [up(x, 0)] + [up(t, j + 1) for j, t in enumerate(chains)]
-      gated = AttentionGate(cfg.filters[i], dtype, name=f"gate_{i}")(skips[i], x)
+      gated = AttentionGate(cfg.filters[i], dtype, cfg.conv_impl, name=f"gate_{i}")(skips[i], x)
       h = jnp.concatenate(chains + [gated], axis=-1)
       h = SEResidualBlock(cfg.filters[i], cfg.kernel_sizes[i], (1, 1, 1), cfg.se_reduction, dtype,
-                          name=f"decoder_{i}")(h)
+                          cfg.conv_impl, name=f"decoder_{i}")(h)
       rate = cfg.final_dropout_rate if i == 0 else cfg.dropout_rate
       h = _dropout(self, h, rate, not stochastic)
       if i in latents:
         h = jnp.concatenate([h, latents[i]], axis=-1)
       if i > 0 and cfg.deep_supervision:
-        heads.append(_conv(cfg.num_classes, (1, 1, 1), dtype, use_bias=True, name=f"head_{i}")(h))
+        heads.append(_conv(cfg.num_classes, (1, 1, 1), dtype, use_bias=True, name=f"head_{i}",
+                           impl=cfg.conv_impl)(h))
       x = h
-    logits = _conv(cfg.num_classes, (1, 1, 1), dtype, use_bias=True, name="head_0")(x)
+    logits = _conv(cfg.num_classes, (1, 1, 1), dtype, use_bias=True, name="head_0",
+                   impl=cfg.conv_impl)(x)
 
     batch = images.shape[0]
     kl = (_kl(posterior, prior) if posterior is not None

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jaxseg.data import pipeline
+from jaxseg.data.augment import Mirror
 
 
 def _volumes(n=3, shape=(20, 18, 6)):
@@ -70,6 +71,14 @@ def test_volume_validation():
   with pytest.raises(ValueError, match="differ in shape"):
     pipeline.Volume(image=np.zeros((4, 4, 2)), label=np.zeros((4, 5, 2)), spacing=(1, 1, 1),
                     case_id="x")
+  for spacing, match in (((1, 1, 0), "case x: spacing"), ((1, 1), "case x: spacing"),
+                         ((1, -2, 3), "case x: spacing"), ((1, np.nan, 3), "case x: spacing")):
+    with pytest.raises(ValueError, match=match):
+      pipeline.Volume(image=np.zeros((4, 4, 2)), label=np.zeros((4, 4, 2)), spacing=spacing,
+                      case_id="x")
+  ok = pipeline.Volume(image=np.zeros((4, 4, 2)), label=np.zeros((4, 4, 2)),
+                       spacing=np.array([1, 2, 3]), case_id="x")
+  assert ok.spacing == (1.0, 2.0, 3.0) and all(type(s) is float for s in ok.spacing)
   with pytest.raises(ValueError, match="at least one volume"):
     next(pipeline.patch_batches([], batch_size=1, patch_shape=(2, 2), foreground_prob=0.5,
                                 seed=0, epoch=0))
@@ -91,6 +100,11 @@ def test_dense_extras_are_cropped_with_the_label():
   assert batch["non_expert"].shape == (2, 6, 6) and batch["dist"].shape == (2, 6, 6, 2)
   np.testing.assert_array_equal(batch["dist"][..., 0], batch["label"] * 2.0)
   np.testing.assert_array_equal(batch["non_expert"] <= batch["label"], True)
-  with pytest.raises(ValueError, match="not supported"):
-    next(pipeline.patch_batches([vol], batch_size=1, patch_shape=(6, 6), foreground_prob=1.0,
-                                seed=0, epoch=0, augment=lambda r, i, l: (i, l)))
+  # An augmentation sees and moves the extra maps with the label.
+  flipped = next(pipeline.patch_batches([vol], batch_size=2, patch_shape=(6, 6),
+                                        foreground_prob=1.0, seed=0, epoch=0,
+                                        augment=Mirror(probs=(1.0, 1.0))))
+  for key in ("image", "label", "non_expert", "dist"):
+    assert flipped[key].shape == batch[key].shape, key
+  np.testing.assert_array_equal(flipped["dist"][..., 0], flipped["label"] * 2.0)
+  np.testing.assert_array_equal(flipped["non_expert"] <= flipped["label"], True)

@@ -1,4 +1,4 @@
-"""Tests for the male_pelvic_mr tfds builder (phantom and zenodo configs) and datasets._common."""
+"""Tests for the male_pelvic_mr tfds builder (phantom and zenodo configs)."""
 
 import os
 import zipfile
@@ -90,30 +90,6 @@ def test_same_name_different_settings_refused(tmp_path):
   other = male_pelvic_mr.PHANTOM.replace(name="tiny", **{**tiny, "base_seed": 5})
   with pytest.raises(ValueError, match="different settings"):
     _common.prepare(male_pelvic_mr.MalePelvicMr, config=other, data_dir=tmp_path)
-
-
-def test_default_data_dir(monkeypatch, tmp_path):
-  monkeypatch.setenv("JAXSEG_DATA_DIR", str(tmp_path / "d"))
-  assert _common.default_data_dir() == str(tmp_path / "d")
-  monkeypatch.delenv("JAXSEG_DATA_DIR")
-  assert _common.default_data_dir() == os.path.join(
-      os.path.expanduser("~"), ".cache", "jaxseg", "tfds"
-  )
-
-
-def test_missing_manual_data_message():
-  err = _common.missing_manual_data(
-      dataset="ds",
-      source="data.zip from https://example.org/1",
-      manual_dir="/x/manual",
-      layout="data/{uid}_img.nii",
-      missing=[f"f{i}" for i in range(25)],
-  )
-  assert isinstance(err, FileNotFoundError)
-  msg = str(err)
-  for part in ("ds", "https://example.org/1", "/x/manual", "data/{uid}_img.nii", "f0", "f19"):
-    assert part in msg
-  assert "Missing (25)" in msg and "5 more" in msg and "f20" not in msg
 
 
 # --------------------------------------------------------------------------------------------

@@ -336,7 +336,7 @@ class TestMicroSegNetErrors:
 
 
 def test_missing_manual_data_lists_layout():
-  err = micro_us.micro_us._error("/x/m", missing=["a.nii.gz"])
+  err = micro_us.micro_us._MICROSEGNET.error("/x/m", missing=["a.nii.gz"])
   assert isinstance(err, FileNotFoundError)
   msg = str(err)
   assert "/x/m" in msg and micro_us.MICROSEGNET_URL in msg and "a.nii.gz" in msg

@@ -16,7 +16,7 @@ from jaxseg.losses import (dice_boundary_loss, downsample_labels, softmax_cross_
 from jaxseg.metrics import calibration, detection, overlap
 
 TINY = ["--num-cases", "8", "--crop", "16", "16", "8", "--patch", "16", "16", "4", "--epochs",
-        "1", "--samples-per-epoch", "4", "--batch-size", "4", "--folds", "2", "--mc-samples", "2",
+        "2", "--samples-per-epoch", "4", "--batch-size", "4", "--folds", "2", "--mc-samples", "2",
         "--eval-batch", "4", "--no-progress"]
 
 
@@ -44,6 +44,13 @@ def test_tiny_run_writes_every_output(tmp_path, monkeypatch):
     # The four configurations really trained on different objectives.
     losses = [results[loss]["history"][0][-1]["train_loss"] for loss in avd.LOSSES]
     assert len(set(losses)) == 4, losses
+    # Model selection on the validation patients: the soft Dice of every epoch is recorded and
+    # the selected epoch is the one that maximises it, per loss and fold.
+    for loss in avd.LOSSES:
+      for history, best in zip(results[loss]["history"], results[loss]["best_epochs"]):
+        soft = [h["val_soft_dice"] for h in history]
+        assert all(0.0 <= v <= 1.0 for v in soft) and "val_hard_dice" in history[0]
+        assert best == int(np.argmax(soft)), (loss, soft, best)
     for loss in avd.LOSSES:
       est = results[loss]["estimates"]
       assert est["NLL"]["value"] > 0
@@ -155,64 +162,15 @@ def test_make_folds_is_a_stratified_partition():
     avd.make_folds([], 2, seed=0)
 
 
-def test_soft_confusion_gives_soft_dice():
-  rng = np.random.default_rng(1)
-  probs = rng.dirichlet(np.ones(3), size=(5, 4, 3))
-  labels = rng.integers(0, 3, (5, 4, 3))
-  cm = avd.soft_confusion_matrix(probs, labels, 3)
-  onehot = np.eye(3)[labels]
-  for c in (1, 2):
-    want = 2 * np.sum(probs[..., c] * onehot[..., c]) / (probs[..., c].sum() + onehot[..., c].sum())
-    np.testing.assert_allclose(avd.region_dice(cm, (c,)), want, rtol=1e-5)
-  p_wg, y_wg = probs[..., 1:].sum(-1), onehot[..., 1:].sum(-1)
-  want = 2 * np.sum(p_wg * y_wg) / (p_wg.sum() + y_wg.sum())
-  np.testing.assert_allclose(avd.region_dice(cm, (1, 2)), want, rtol=1e-5)
-  # One-hot probabilities: the soft matrix is the hard confusion matrix.
-  hard = np.eye(3)[rng.integers(0, 3, (5, 4, 3))]
-  np.testing.assert_allclose(avd.soft_confusion_matrix(hard, labels, 3),
-                             overlap.confusion_matrix(hard.argmax(-1), labels, num_classes=3))
-  with pytest.raises(ValueError):
-    avd.soft_confusion_matrix(probs[..., :2], labels, 3)
-
-
-def test_pooled_ece_equals_ece_of_concatenated_voxels():
-  rng = np.random.default_rng(2)
-  probs = [rng.dirichlet(np.ones(2) * 0.5, size=(6, 5)) for _ in range(3)]
-  labels = [rng.integers(0, 2, (6, 5)) for _ in range(3)]
-  diagrams = [calibration.reliability_diagram(p, y, num_bins=15) for p, y in zip(probs, labels)]
-  want = calibration.expected_calibration_error(np.concatenate(probs), np.concatenate(labels),
-                                                num_bins=15)
-  np.testing.assert_allclose(avd.pooled_ece(diagrams), want, rtol=1e-10)
-  pooled = avd.pooled_reliability(diagrams)
-  assert pooled["counts"].sum() == 90
-
-
-def test_froc_band_brackets_the_curve():
-  rng = np.random.default_rng(3)
-  results = []
-  for _ in range(12):
-    lesions = int(rng.integers(0, 3))
-    hits = int(rng.integers(0, lesions + 1))
-    marks = [True] * hits + [False] * int(rng.integers(0, 3))
-    results.append(detection.LesionMatches([(t, float(rng.random())) for t in marks], lesions))
-  grid = np.geomspace(0.05, 3.0, 20)
-  low, high = avd.froc_band(results, grid, num_resamples=200, seed=0)
-  assert low.shape == high.shape == grid.shape
-  assert np.all(low <= high) and np.all((0 <= low) & (high <= 1))
-  assert np.all(np.diff(low) >= -1e-12) and np.all(np.diff(high) >= -1e-12)  # FROC is monotone
-
-
-def test_flip_batches_flips_maps_with_labels():
-  label = np.zeros((4, 6, 5, 2), np.int32)
-  label[:, :2] = 1
-  sdm = np.stack([signed_distance_maps(l, 2) for l in label])
-  batch = {"image": label[..., None].astype(np.float32), "label": label, "sdm": sdm}
-  out = list(avd.flip_batches([batch], prob=1.0, seed=0, epoch=0))[0]
-  np.testing.assert_array_equal(out["label"], label[:, ::-1])
-  np.testing.assert_allclose(out["sdm"], np.stack([signed_distance_maps(l, 2)
-                                                   for l in out["label"]]))
-  same = list(avd.flip_batches([batch], prob=0.0, seed=0, epoch=0))[0]
-  np.testing.assert_array_equal(same["label"], label)
+def test_split_validation_is_stratified_and_disjoint():
+  labels = np.array([0, 1] * 8)
+  rest = np.arange(2, 16)
+  train, val = avd.split_validation(rest, labels, 0.25, seed=0)
+  assert sorted(np.concatenate([train, val]).tolist()) == rest.tolist()
+  assert not set(train) & set(val)
+  assert len(val) in (3, 4) and 1 <= labels[val].sum() <= 2
+  with pytest.raises(ValueError, match="validation_fraction"):
+    avd.split_validation(rest, labels, 1.0, seed=0)
 
 
 def test_min_lesion_voxels_keeps_the_picai_volume():

@@ -240,3 +240,119 @@ class SoftmaxFocalTest(chex.TestCase):
       focal.softmax_focal_loss(logits, labels[:, :1])
     with self.assertRaisesRegex(ValueError, "clip_eps"):
       focal.softmax_focal_loss(logits, labels, clip_eps=0.7)
+
+
+def _log_one_minus_p_slow_np(x):
+  """Float64 log(1 - p_c) the slow way: a (..., C, C) log-sum-exp over j != c."""
+  x = np.asarray(x, np.float64)
+  c = x.shape[-1]
+  others = np.where(np.eye(c, dtype=bool), -np.inf, x[..., None, :])
+  m = others.max(-1, keepdims=True)
+  lse_others = m[..., 0] + np.log(np.exp(others - m).sum(-1))
+  mx = x.max(-1, keepdims=True)
+  lse = mx + np.log(np.exp(x - mx).sum(-1, keepdims=True))
+  return lse_others - lse
+
+
+def _softmax_focal_slow_np(x, labels, alpha, gamma):
+  """Float64 per-pixel focal loss with the exact (slow) log(1 - p_c)."""
+  x = np.asarray(x, np.float64)
+  mx = x.max(-1, keepdims=True)
+  log_p = x - mx - np.log(np.exp(x - mx).sum(-1, keepdims=True))
+  onehot = np.eye(x.shape[-1])[labels]
+  factor = np.exp(gamma * _log_one_minus_p_slow_np(x))
+  return (alpha * onehot * factor * -log_p).sum(-1)
+
+
+def _intermediate_sizes(jaxpr):
+  """Element counts of every intermediate of a (closed) jaxpr, sub-jaxprs included."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  sizes = []
+  for eqn in jaxpr.eqns:
+    sizes += [int(np.prod(v.aval.shape)) for v in eqn.outvars
+              if hasattr(v.aval, "shape")]
+    for param in eqn.params.values():
+      subs = param if isinstance(param, (tuple, list)) else (param,)
+      for sub in subs:
+        if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+          sizes += _intermediate_sizes(sub)
+  return sizes
+
+
+class SoftmaxFocalManyClassesTest(chex.TestCase):
+  """O(C) exact log(1 - p_c): many classes, extreme logits, gradients."""
+
+  C = 9
+
+  def _extreme(self, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.choice([-1e4, 0.0, 1e4], size=(2, 4, self.C))
+    x[0, 0] = [1e4, -1e4, 0, 0, 0, 0, 0, 0, 0]  # p_0 = 1, others 0.
+    x[0, 1] = 1e4                               # Nine-way tie at 1e4.
+    x[0, 2] = -1e4
+    x[0, 2, 3] = 1e4 - 2.0                      # One winner near 1 - 8 e^-2.
+    x[0, 2, 5] = 1e4                            # ... and a tie for the top.
+    x[1, 0] = 3.0 * rng.normal(size=self.C)     # Moderate logits.
+    x[1, 1] = [20.0] + [0.0] * (self.C - 1)     # 1 - p_0 = 8 e^-20 ~ 1.6e-8.
+    labels = rng.integers(0, self.C, size=(2, 4))
+    labels[0, 0] = 0
+    labels[1, 1] = 0
+    return x.astype(np.float32), labels
+
+  def test_log_one_minus_p_matches_slow_float64(self):
+    x, _ = self._extreme()
+    got = focal._log_one_minus_softmax(jax.nn.log_softmax(jnp.asarray(x)))
+    ref = _log_one_minus_p_slow_np(x)
+    self.assertTrue(np.all(np.isfinite(got)))
+    # 1 - p_0 = 8 e^-20 is far below float32's epsilon: log(1 - p) would be
+    # -inf, the exact form gives log 8 - 20.
+    np.testing.assert_allclose(got[1, 1, 0], np.log(8.0) - 20.0, rtol=1e-6)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(0.0, 0.5, 2.0)
+  def test_extreme_logits_match_slow_float64(self, gamma):
+    x, labels = self._extreme(seed=1)
+    alpha = np.linspace(0.1, 0.9, self.C)
+    fn = self.variant(functools.partial(
+        focal.softmax_focal_loss, alpha=alpha, gamma=gamma, reduction="none"))
+    got = fn(x, labels)
+    ref = _softmax_focal_slow_np(x, labels, alpha, gamma)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+  @parameterized.parameters(0.0, 0.5, 2.0, 3.3)
+  def test_finite_value_and_gradient_at_extremes(self, gamma):
+    x, labels = self._extreme(seed=2)
+    f = lambda z: jnp.sum(_softmax_focal(z, labels, gamma=gamma))
+    value, grad = jax.jit(jax.value_and_grad(f))(jnp.asarray(x))
+    self.assertTrue(np.isfinite(value))
+    self.assertTrue(np.all(np.isfinite(grad)))
+
+  @parameterized.parameters(0.0, 0.5, 2.0)
+  def test_gradient_matches_finite_differences(self, gamma):
+    rng = np.random.default_rng(3)
+    x = 2.0 * rng.normal(size=(1, 3, 5))
+    x[0, 0, 2] += 6.0  # A confident pixel (p near 1 for its arg-max).
+    labels = np.array([[2, 0, 4]])
+    alpha = np.array([0.1, 0.2, 0.3, 0.15, 0.25])
+    f = lambda z: jnp.sum(_softmax_focal(
+        z, labels, alpha=alpha, gamma=gamma, reduction="sum"))
+    grad = np.asarray(jax.grad(f)(jnp.asarray(x, jnp.float32)), np.float64)
+    ref_f = lambda z: _softmax_focal_slow_np(z, labels, alpha, gamma).sum()
+    eps = 1e-6
+    numeric = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+      step = np.zeros_like(x)
+      step[idx] = eps
+      numeric[idx] = (ref_f(x + step) - ref_f(x - step)) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=2e-4, atol=2e-5)
+
+  def test_no_quadratic_temporary(self):
+    # Every intermediate (forward and backward) is at most the logits' size:
+    # no (..., C, C) array.
+    x = jnp.zeros((2, 3, self.C))
+    labels = jnp.zeros((2, 3), jnp.int32)
+    f = lambda z: jnp.sum(focal.softmax_focal_loss(z, labels, gamma=2.0))
+    for fn in (f, jax.grad(f)):
+      sizes = _intermediate_sizes(jax.make_jaxpr(fn)(x))
+      self.assertLessEqual(max(sizes), x.size)

@@ -196,7 +196,7 @@ class SoftDiceTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "softmax over a single"):
       region.soft_dice_loss(logits[..., :1], labels)
     with self.assertRaisesRegex(ValueError, "include_background"):
-      region.soft_dice_loss(logits[..., :1], labels, activation="sigmoid",
+      region.soft_dice_loss(logits[..., :1], labels % 2, activation="sigmoid",
                             include_background=False)
     with self.assertRaisesRegex(ValueError, "smooth_dr"):
       region.soft_dice_loss(logits, labels, smooth_dr=-1.0)

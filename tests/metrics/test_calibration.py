@@ -189,5 +189,40 @@ class ECETest(chex.TestCase, parameterized.TestCase):
       calibration.binary_expected_calibration_error([0.5], [0], num_bins=2.5)
 
 
+
+class PooledDiagramTest(chex.TestCase):
+
+  def test_pooled_diagram_equals_diagram_of_concatenated_voxels(self):
+    rng = np.random.default_rng(2)
+    probs = [rng.dirichlet(np.ones(2) * 0.5, size=(6, 5)) for _ in range(3)]
+    labels = [rng.integers(0, 2, (6, 5)) for _ in range(3)]
+    diagrams = [calibration.reliability_diagram(p, y, num_bins=15)
+                for p, y in zip(probs, labels)]
+    pooled = calibration.pool_reliability_diagrams(diagrams)
+    want = calibration.reliability_diagram(np.concatenate(probs), np.concatenate(labels),
+                                           num_bins=15)
+    np.testing.assert_array_equal(pooled["counts"], want["counts"])
+    self.assertEqual(pooled["counts"].sum(), 90)
+    for key in ("confidence", "accuracy"):
+      np.testing.assert_allclose(pooled[key], want[key], rtol=1e-12)  # NaN where both empty
+    self.assertAlmostEqual(
+        calibration.ece_from_diagram(pooled),
+        calibration.expected_calibration_error(np.concatenate(probs), np.concatenate(labels),
+                                               num_bins=15), places=12)
+
+  def test_ece_from_hand_diagram_and_errors(self):
+    # Two bins: 3 voxels at confidence 0.9 with accuracy 2/3, 1 voxel at 0.6, correct.
+    diagram = {"bin_edges": np.array([0.0, 0.5, 1.0]), "counts": np.array([0, 4]),
+               "confidence": np.array([np.nan, 0.825]), "accuracy": np.array([np.nan, 0.75])}
+    self.assertAlmostEqual(calibration.ece_from_diagram(diagram), 0.075)
+    with self.assertRaisesRegex(ValueError, "at least one"):
+      calibration.pool_reliability_diagrams([])
+    other = dict(diagram, bin_edges=np.array([0.0, 0.4, 1.0]))
+    with self.assertRaisesRegex(ValueError, "different bins"):
+      calibration.pool_reliability_diagrams([diagram, other])
+    with self.assertRaisesRegex(ValueError, "no voxels"):
+      calibration.ece_from_diagram(dict(diagram, counts=np.array([0, 0])))
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -441,5 +441,59 @@ class EvaluateCasesTest(chex.TestCase):
       detection.evaluate_cases([np.zeros((3, 3))], [np.zeros((3, 4))])
 
 
+
+class FrocBandTest(chex.TestCase):
+
+  def _results(self, seed=3, n=12):
+    rng = np.random.default_rng(seed)
+    results = []
+    for _ in range(n):
+      lesions = int(rng.integers(0, 3))
+      hits = int(rng.integers(0, lesions + 1))
+      marks = [True] * hits + [False] * int(rng.integers(0, 3))
+      results.append(detection.LesionMatches([(t, float(rng.random())) for t in marks], lesions))
+    return results
+
+  def test_band_brackets_a_monotone_curve(self):
+    results = self._results()
+    grid = np.geomspace(0.05, 3.0, 20)
+    low, high = detection.froc_bootstrap_band(results, grid, num_resamples=200, seed=0)
+    self.assertEqual(low.shape, grid.shape)
+    self.assertTrue(np.all(low <= high) and np.all((0 <= low) & (high <= 1)))
+    self.assertTrue(np.all(np.diff(low) >= -1e-12) and np.all(np.diff(high) >= -1e-12))
+    again = detection.froc_bootstrap_band(results, grid, num_resamples=200, seed=0)
+    np.testing.assert_array_equal(low, again[0])
+
+  def test_band_uses_the_paired_bootstrap_resamples(self):
+    # The band at one grid point is the percentile interval of the same resampled curves
+    # that bootstrap_ci_paired evaluates for the same seed.
+    results = self._results(seed=5)
+    fp = 1.0
+    low, high = detection.froc_bootstrap_band(results, [fp], num_resamples=300, seed=7)
+
+    def sens(r):
+      f = detection.froc(r)
+      if f["num_lesions"] == 0:
+        return np.nan
+      return float(detection.sensitivity_at(f["fp_per_case"], f["sensitivity"], [fp])[0])
+
+    est = stats.bootstrap_ci_paired([results], sens, num_resamples=300, seed=7)
+    self.assertAlmostEqual(float(low[0]), est.low, places=12)
+    self.assertAlmostEqual(float(high[0]), est.high, places=12)
+
+  def test_sensitivity_at_collapses_vertical_steps(self):
+    fp = np.array([0.0, 0.0, 0.5, 0.5, 1.0])
+    sens = np.array([0.0, 0.5, 0.5, 0.75, 0.75])
+    np.testing.assert_allclose(detection.sensitivity_at(fp, sens, [0.0, 0.25, 0.5, 2.0]),
+                               [0.5, 0.625, 0.75, 0.75])
+    with self.assertRaises(ValueError):
+      detection.sensitivity_at([0.0, 1.0], [0.0], [0.5])
+
+  def test_no_lesions_gives_nan_band(self):
+    results = [detection.LesionMatches([(False, 0.5)], 0)] * 3
+    low, high = detection.froc_bootstrap_band(results, [0.5, 1.0], num_resamples=10)
+    self.assertTrue(np.isnan(low).all() and np.isnan(high).all())
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -98,5 +98,47 @@ class OverlapTest(chex.TestCase):
       overlap.hierarchical_confusion_matrix(jnp.zeros((3, 3)), PAPER_PENALTY_MATRIX)
 
 
+
+class SoftConfusionTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_soft_dice_per_class_and_merged_region(self):
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), size=(5, 4, 3))
+    labels = rng.integers(0, 3, (5, 4, 3))
+    cm = self.variant(overlap.soft_confusion_matrix)(probs, labels)
+    chex.assert_shape(cm, (3, 3))
+    chex.assert_type(cm, jnp.float32)
+    onehot = np.eye(3)[labels]
+    np.testing.assert_allclose(cm, onehot.reshape(-1, 3).T @ probs.reshape(-1, 3), rtol=1e-5)
+    for c in (1, 2):
+      want = (2 * np.sum(probs[..., c] * onehot[..., c])
+              / (probs[..., c].sum() + onehot[..., c].sum()))
+      np.testing.assert_allclose(overlap.region_dice(cm, (c,)), want, rtol=1e-5)
+    p_wg, y_wg = probs[..., 1:].sum(-1), onehot[..., 1:].sum(-1)
+    want = 2 * np.sum(p_wg * y_wg) / (p_wg.sum() + y_wg.sum())
+    np.testing.assert_allclose(overlap.region_dice(cm, (1, 2)), want, rtol=1e-5)
+
+  def test_one_hot_probabilities_give_the_hard_matrix(self):
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, (5, 4, 3))
+    predicted = rng.integers(0, 3, (5, 4, 3))
+    np.testing.assert_allclose(overlap.soft_confusion_matrix(np.eye(3)[predicted], labels),
+                               overlap.confusion_matrix(predicted, labels, num_classes=3))
+
+  def test_region_dice_hand_values_and_errors(self):
+    # truth: 4 voxels of class 1, 2 of class 2; prediction: 3 of class 1 (2 right, 1 on class 2).
+    cm = np.array([[10, 1, 0], [1, 2, 1], [0, 1, 1]])
+    np.testing.assert_allclose(overlap.region_dice(cm, (1,)), 2 * 2 / (4 + 4))
+    # WG = 1 u 2: truth 6 voxels, prediction 6, overlap 5.
+    np.testing.assert_allclose(overlap.region_dice(cm, (1, 2)), 2 * 5 / (6 + 6))
+    self.assertTrue(np.isnan(overlap.region_dice(np.diag([5, 0, 0]), (1,))))
+    self.assertEqual(float(overlap.region_dice(np.diag([5, 0, 0]), (1,), empty="one")), 1.0)
+    with self.assertRaises(ValueError):
+      overlap.region_dice(cm, ())
+    with self.assertRaises(ValueError):
+      overlap.soft_confusion_matrix(np.ones((5, 4, 2)) / 2, np.zeros((5, 3), np.int32))
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -185,5 +185,24 @@ class MeanStdTest(chex.TestCase):
       stats.mean_std([])
 
 
+
+class BootstrapIndicesTest(chex.TestCase):
+
+  def test_indices_are_shared_by_the_bootstraps(self):
+    idx = stats.bootstrap_indices(7, num_resamples=50, seed=3)
+    self.assertEqual(idx.shape, (50, 7))
+    self.assertTrue(((idx >= 0) & (idx < 7)).all())
+    values = np.arange(7, dtype=np.float64) ** 2
+    want = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
+    est = stats.bootstrap_ci(values, num_resamples=50, seed=3)
+    np.testing.assert_allclose([est.low, est.high], want)
+    paired = stats.bootstrap_ci_paired([values], np.mean, num_resamples=50, seed=3)
+    np.testing.assert_allclose([paired.low, paired.high], want)
+    with self.assertRaises(ValueError):
+      stats.bootstrap_indices(0, num_resamples=5, seed=0)
+    with self.assertRaises(ValueError):
+      stats.bootstrap_indices(3, num_resamples=0, seed=0)
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -251,6 +251,213 @@ def test_crop_does_not_change_distances():
 
 
 # ---------------------------------------------------------------------------------------------
+# The three exact distance algorithms (separable, kdtree, edt) and their building blocks.
+
+_ALGORITHMS = ("separable", "kdtree", "edt", "auto")
+
+
+def _check_algorithms_against_reference(a, b, spacing, connectivity):
+  """Every algorithm gives the brute-force directed distances (C order) for one pair."""
+  conn = a.ndim if connectivity is None else connectivity
+  r_ab, r_ba = _ref_directed(a, b, spacing, conn)
+  for algorithm in _ALGORITHMS:
+    d_ab, d_ba = surface._distances(a, b, np.asarray(spacing, np.float64), conn, algorithm)
+    assert d_ab.dtype == d_ba.dtype == np.float64
+    np.testing.assert_allclose(d_ab, r_ab, rtol=1e-12, atol=1e-12, err_msg=algorithm)
+    np.testing.assert_allclose(d_ba, r_ba, rtol=1e-12, atol=1e-12, err_msg=algorithm)
+
+
+@pytest.mark.parametrize("ndim, connectivity", [(2, 1), (2, 2), (3, 1), (3, 2), (3, 3)])
+def test_algorithms_match_brute_force_on_random_masks(ndim, connectivity):
+  # Boxes long enough (>= 16 along the searched axis) for several search-window widths, including
+  # windows clipped at both ends of a line and whole-line searches.
+  rng = np.random.default_rng(100 + 10 * ndim + connectivity)
+  shape = (30, 22) if ndim == 2 else (20, 17, 6)
+  for spacing in ((0.5, 0.9) if ndim == 2 else (0.5, 0.7, 3.0),
+                  (2.0, 0.3) if ndim == 2 else (1.1, 0.4, 0.8)):
+    for _ in range(3):
+      a, b = _random_mask(rng, shape), _random_mask(rng, shape)
+      _check_algorithms_against_reference(a, b, spacing, connectivity)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_algorithms_far_apart_and_nested_objects(ndim):
+  # Far apart (long searches, many lines without any feature voxel), nested (surfaces apart, no
+  # feature on most lines of the inner box) and overlapping (many voxels on both surfaces).
+  shape = (26, 21) if ndim == 2 else (18, 16, 7)
+  spacing = (0.6, 1.7) if ndim == 2 else (0.6, 1.7, 2.5)
+  far_a, far_b = _square(shape, (0,) * ndim, 3), _square(shape, tuple(n - 4 for n in shape), 4)
+  outer = _square(shape, (1,) * ndim, min(shape) - 2)
+  inner = _square(shape, (3,) * ndim, 2)
+  shifted = np.roll(outer, 1, axis=0)
+  for a, b in ((far_a, far_b), (outer, inner), (outer, shifted), (outer | far_a, inner)):
+    for connectivity in (1, ndim):
+      _check_algorithms_against_reference(a, b, spacing, connectivity)
+      _check_algorithms_against_reference(b, a, spacing, connectivity)
+
+
+@pytest.mark.parametrize("algorithm", _ALGORITHMS)
+def test_algorithms_edge_cases(algorithm):
+  dist = lambda a, b, sp, conn=None: surface._distances(  # noqa: E731
+      a, b, np.asarray(sp, np.float64), a.ndim if conn is None else conn, algorithm)
+  # Single voxels, hand-computed.
+  a = np.zeros((5, 9, 4), bool)
+  b = np.zeros((5, 9, 4), bool)
+  a[0, 0, 0] = True
+  b[4, 8, 3] = True
+  d_ab, d_ba = dist(a, b, (0.5, 0.25, 3.0))
+  expected = math.sqrt(2.0 ** 2 + 2.0 ** 2 + 9.0 ** 2)
+  np.testing.assert_allclose(d_ab, [expected], rtol=1e-14)
+  np.testing.assert_allclose(d_ba, [expected], rtol=1e-14)
+  # A single voxel against itself, and identical masks: all on both surfaces, all zero.
+  assert dist(a, a, (1, 1, 1))[0].tolist() == [0.0]
+  m = _square((9, 8), (2, 1), 5)
+  d_ab, d_ba = dist(m, m, (0.3, 0.7))
+  assert d_ab.shape == d_ba.shape == (16,) and not d_ab.any() and not d_ba.any()
+  # Masks touching the image border (zero-padded copy instead of a view of the image).
+  a = np.zeros((12, 10), bool)
+  b = np.zeros((12, 10), bool)
+  a[:, :4] = True
+  b[3:12, 2:10] = True
+  for conn in (1, 2):
+    r_ab, r_ba = _ref_directed(a, b, (1.0, 1.5), conn)
+    d_ab, d_ba = dist(a, b, (1.0, 1.5), conn)
+    np.testing.assert_allclose(d_ab, r_ab, rtol=1e-12)
+    np.testing.assert_allclose(d_ba, r_ba, rtol=1e-12)
+  # Full-foreground 3D image against one voxel: the image border is the surface.
+  full = np.ones((4, 5, 3), bool)
+  one = np.zeros((4, 5, 3), bool)
+  one[1, 2, 1] = True
+  r_ab, r_ba = _ref_directed(full, one, (1.0, 2.0, 0.5))
+  d_ab, d_ba = dist(full, one, (1.0, 2.0, 0.5))
+  np.testing.assert_allclose(d_ab, r_ab, rtol=1e-12)
+  np.testing.assert_allclose(d_ba, r_ba, rtol=1e-12)
+  np.testing.assert_allclose(d_ba, [0.5])  # one slice away along the last axis
+  # One mask empty: its surface has no voxel; the distances to it are +inf.
+  empty = np.zeros((6, 7), bool)
+  d_ab, d_ba = dist(m[:6, :7], empty, (1.0, 1.0))
+  assert d_ab.shape == (int(_ref_surface(m[:6, :7]).sum()),) and np.all(np.isinf(d_ab))
+  assert d_ba.shape == (0,)
+  d_ab, d_ba = dist(empty, empty, (1.0, 1.0))
+  assert d_ab.shape == d_ba.shape == (0,)
+
+
+@pytest.mark.parametrize("method", ["max_directed", "pooled"])
+def test_public_api_on_each_automatic_choice(method):
+  # Pairs for which the cost model picks each algorithm; the public result matches brute force.
+  ellipse = lambda c, r, shape: np.sum(  # noqa: E731
+      [((g - ci) / ri) ** 2 for g, ci, ri in zip(np.indices(shape), c, r)], axis=0) <= 1.0
+  shape3 = (40, 38, 9)
+  blob_a = np.zeros((120, 110), bool)
+  blob_b = np.zeros((120, 110), bool)
+  blob_a[2:4, 3:5] = True
+  blob_b[115:118, 100:104] = True
+  cases = {
+      "separable": (ellipse((20, 18, 4), (12, 10, 3), shape3),
+                    ellipse((17, 20, 5), (9, 13, 3.5), shape3), (0.5, 0.6, 3.0)),
+      "kdtree": (blob_a, blob_b, (0.4, 0.9)),
+      "edt": (_square((8, 8), (1, 1), 3), _square((8, 8), (3, 2), 4), (1.0, 0.5)),
+  }
+  for expected, (a, b, spacing) in cases.items():
+    box = surface._bounding_box(a | b)
+    n_a, n_b = int(_ref_surface(a).sum()), int(_ref_surface(b).sum())
+    assert surface._choose_algorithm(a[box].shape, n_a, n_b) == expected
+    for q in (95, 100):
+      assert surface.hausdorff_distance(a, b, spacing=spacing, percentile=q, method=method) == (
+          pytest.approx(_ref_hd(a, b, spacing, q, method), rel=1e-12))
+
+
+def test_bad_algorithm_is_rejected():
+  m = _square((6, 6), (1, 1), 3)
+  with pytest.raises(ValueError, match="algorithm"):
+    surface._distances(m, m, np.ones(2), 2, "fmm")
+
+
+def test_index_distance_axis0_both_paths_and_dtypes(monkeypatch):
+  rng = np.random.default_rng(4)
+
+  def reference(f):
+    n = f.shape[0]
+    out = np.full(f.shape, n, np.int64)
+    for idx in np.ndindex(f.shape):
+      hits = np.flatnonzero(f[(slice(None),) + idx[1:]])
+      if hits.size:
+        out[idx] = np.abs(hits - idx[0]).min()
+    return out
+
+  for shape in ((1, 3), (9, 5), (13, 4, 6)):
+    f = rng.random(shape) < 0.2
+    f[:, 0] = False  # lines without a feature voxel
+    for slab_loop_min in (1, 10 ** 9):  # the slab loop and the ufunc.accumulate path
+      monkeypatch.setattr(surface, "_SLAB_LOOP_MIN", slab_loop_min)
+      got = surface._index_distance_axis0(f)
+      assert got.dtype == np.int16
+      np.testing.assert_array_equal(got, reference(f))
+  # Lines too long for int16 indices.
+  f = np.zeros((11000, 2), bool)
+  f[10999, 0] = True
+  f[17, 1] = True
+  got = surface._index_distance_axis0(f)
+  assert got.dtype == np.int64
+  assert got[0, 0] == 10999 and got[10999, 0] == 0 and got[0, 1] == 17 and got[10999, 1] == 10982
+
+
+def test_min_plus_parabola_axis0_matches_brute_force():
+  rng = np.random.default_rng(5)
+  g = rng.random((7, 3, 4)) * 20
+  g[rng.random(g.shape) < 0.4] = np.inf
+  g[:, 0, 0] = np.inf  # a column without any finite value stays +inf
+  step = 1.3
+  k = np.arange(7)
+  expected = np.min(g[None, :] + ((step * (k[:, None] - k[None, :])) ** 2)[:, :, None, None],
+                    axis=1)
+  np.testing.assert_allclose(surface._min_plus_parabola_axis0(g, step), expected, rtol=1e-15)
+  assert np.all(np.isinf(surface._min_plus_parabola_axis0(g, step)[:, 0, 0]))
+
+
+@pytest.mark.parametrize("chunk", [1 << 17, 5])
+def test_windowed_line_search_matches_full_search(monkeypatch, chunk):
+  # Windows of every width (bounds from 0 to +inf), clipped at both ends, in several chunks.
+  monkeypatch.setattr(surface, "_QUERY_CHUNK", chunk)
+  rng = np.random.default_rng(6)
+  n_rows, n_m, step = 9, 40, 0.7
+  g = (rng.random((n_rows, n_m)) * 30) ** 2
+  g[rng.random(g.shape) < 0.3] = np.inf
+  g[0] = np.inf  # a row without any finite value: +inf answers
+  g[1, :] = np.inf
+  g[1, [0, n_m - 1]] = 0.0  # nearest values at the far ends of the line
+  row = np.repeat(np.arange(n_rows), n_m)
+  m = np.tile(np.arange(n_m), n_rows)
+  offsets = (step * np.arange(-(n_m - 1), n_m, dtype=np.float64)) ** 2
+  got = surface._windowed_line_search(g, row, m, offsets, step)
+  i = np.arange(n_m)
+  expected = np.sqrt(np.min(g[row] + (step * (i[None, :] - m[:, None])) ** 2, axis=1))
+  np.testing.assert_allclose(got, expected, rtol=1e-14)
+  assert np.all(np.isinf(got[row == 0])) and np.isfinite(got[row == 1]).all()
+
+
+def test_bounding_box_and_surface_in_box():
+  rng = np.random.default_rng(8)
+  for shape in ((7, 9), (6, 8, 5)):
+    for _ in range(6):
+      m = rng.random(shape) < 0.05
+      box = surface._bounding_box(m)
+      idx = np.argwhere(m)
+      if idx.size == 0:
+        assert box is None
+        continue
+      assert box == tuple(slice(lo, hi + 1) for lo, hi in zip(idx.min(0), idx.max(0)))
+      for conn in range(1, len(shape) + 1):
+        np.testing.assert_array_equal(surface._surface_in_box(m, box, conn),
+                                      _ref_surface(m, conn)[box])
+  # A non-contiguous input (a slice of a stack), as in the per-slice mode.
+  stack = np.zeros((8, 9, 3), bool)
+  stack[2:5, 3:7, 1] = True
+  assert surface._bounding_box(stack[..., 1]) == (slice(2, 5), slice(3, 7))
+  assert surface._bounding_box(stack[..., 0]) is None
+
+
+# ---------------------------------------------------------------------------------------------
 # Properties and edge cases.
 
 

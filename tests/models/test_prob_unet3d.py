@@ -222,6 +222,7 @@ class ConfigTest(parameterized.TestCase):
       ("final_dropout_negative", dict(final_dropout_rate=-0.1)),
       ("dtype_unknown", dict(dtype="float13")),
       ("dtype_integer", dict(dtype="int32")),
+      ("conv_impl", dict(conv_impl="cudnn")),
   )
   def test_bad_config_raises(self, overrides):
     with self.assertRaises(ValueError):
@@ -480,6 +481,26 @@ class ModelTest(chex.TestCase):
     det = _apply(model=_DET_MODEL, variables=_DET_VARS)
     np.testing.assert_allclose(out["logits"], det["logits"], rtol=1e-6, atol=1e-6)
     self.assertLen(out["deep_supervision"], 1)
+
+  def test_conv_impls_agree(self):
+    # The CPU preset runs its convolutions as patch matrices; the XLA convolutions give the same
+    # model: same parameters, same outputs (stochastic pass with one key) and the same gradients.
+    self.assertEqual(_MODEL.config.conv_impl, "im2col")
+    xla = ProbAttentionUNet3D(dataclasses.replace(_MODEL.config, conv_impl="xla"))
+    chex.assert_trees_all_equal_shapes(_VARS, _init(xla, _IMAGES, _LABELS, train=True))
+    key = jax.random.key(3)
+
+    def loss(model, params):
+      out = model.apply({"params": params}, _IMAGES, _LABELS, train=True, rngs={"dropout": key})
+      return jnp.mean(out["logits"] ** 2) + jnp.mean(out["kl"]), out
+
+    (value_a, out_a), grad_a = jax.value_and_grad(functools.partial(loss, _MODEL), has_aux=True)(
+        _VARS["params"])
+    (value_b, out_b), grad_b = jax.value_and_grad(functools.partial(loss, xla), has_aux=True)(
+        _VARS["params"])
+    np.testing.assert_allclose(out_a["logits"], out_b["logits"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(value_a, value_b, rtol=1e-5)
+    chex.assert_trees_all_close(grad_a, grad_b, rtol=1e-3, atol=1e-5)
 
   def test_gradients_are_finite(self):
     @functools.partial(jax.jit, compiler_options=_FAST_COMPILE)

@@ -21,6 +21,7 @@ across modules, in one place.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -339,12 +340,21 @@ def test_labels_outside_the_class_set():
   cm = np.asarray(overlap.confusion_matrix(np.array([0, 1, 1, 5]), np.array([0, 1, 7, 1]),
                                            num_classes=2))
   np.testing.assert_array_equal(cm, [[1, 0], [0, 1]])
-  # ... and region losses give them an all-zero target row (a false positive, nothing else).
+  # ... losses refuse them when the labels are concrete ...
   logits = jnp.asarray(np.random.default_rng(0).normal(size=(1, 2, 2, 3)), jnp.float32)
-  outside = losses.soft_dice_loss(logits, jnp.array([[[0, 1], [2, 9]]]), reduction="none")
+  bad = jnp.array([[[0, 1], [2, 9]]])
+  with pytest.raises(ValueError, match=r"\[0, 3\).*: 9"):
+    losses.soft_dice_loss(logits, bad)
+  with pytest.raises(ValueError, match=r"\[0, 3\).*: 9"):
+    losses.softmax_cross_entropy(logits, bad)
+  # ... and under jit (no check possible) give their documented values: an all-zero target row
+  # for region losses (a false positive, nothing else), NaN for cross-entropy, which the
+  # training loop reports with the step.
+  outside = jax.jit(functools.partial(losses.soft_dice_loss, reduction="none"))(logits, bad)
   zero_row = jax.nn.one_hot(jnp.array([[[0, 1], [2, 0]]]), 3).at[0, 1, 1].set(0.0)
   np.testing.assert_allclose(outside, losses.soft_dice_loss(logits, zero_row, reduction="none"),
                              rtol=1e-6)
+  assert np.isnan(np.asarray(jax.jit(losses.softmax_cross_entropy)(logits, bad))).all()
 
 
 @pytest.mark.parametrize("call,match", [

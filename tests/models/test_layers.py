@@ -1,0 +1,108 @@
+"""Tests of the convolution helpers of jaxseg.models.layers (im2col convolutions)."""
+
+import itertools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from jaxseg.models import layers
+
+
+def np_conv(x, w, strides, pads):
+  """Direct float64 convolution (cross-correlation), channels last, from the definition."""
+  x = np.pad(np.asarray(x, np.float64), [(0, 0)] + list(pads) + [(0, 0)])
+  k = w.shape[:-2]
+  out = [(x.shape[1 + i] - k[i]) // strides[i] + 1 for i in range(len(k))]
+  y = np.zeros((x.shape[0], *out, w.shape[-1]))
+  for pos in itertools.product(*(range(n) for n in out)):
+    window = tuple(slice(p * s, p * s + n) for p, s, n in zip(pos, strides, k))
+    patch = x[(slice(None),) + window + (slice(None),)]
+    y[(slice(None),) + pos + (slice(None),)] = np.tensordot(
+        patch, np.asarray(w, np.float64), axes=(list(range(1, len(k) + 2)),
+                                                list(range(len(k) + 1))))
+  return y
+
+
+class Im2colConvTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(
+      ((3, 3, 3), (1, 1, 1), "SAME"), ((3, 3, 1), (2, 2, 1), "SAME"),
+      ((2, 3, 3), (2, 1, 2), "VALID"), ((1, 1, 1), (1, 1, 1), "SAME"), ((3, 3), (2, 2), "SAME"))
+  def test_matches_a_direct_float64_convolution(self, kernel, strides, padding):
+    rng = np.random.default_rng(0)
+    spatial = (7, 6, 5)[:len(kernel)]
+    x = rng.normal(size=(2, *spatial, 3)).astype(np.float32)
+    w = rng.normal(size=(*kernel, 3, 4)).astype(np.float32)
+    got = self.variant(lambda a, b: layers.im2col_conv_general_dilated(a, b, strides, padding))(
+        x, w)
+    pads = jax.lax.padtype_to_pads(spatial, kernel, strides, padding)
+    want = np_conv(x, w, strides, pads)
+    chex.assert_shape(got, want.shape)
+    chex.assert_type(got, jnp.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # ... and lax agrees, value and gradient.
+    lax_fn = lambda a, b: jax.lax.conv_general_dilated(
+        a, b, strides, padding, dimension_numbers=jax.lax.conv_dimension_numbers(
+            a.shape, b.shape, ("NDHWC", "DHWIO", "NDHWC") if len(kernel) == 3 else
+            ("NHWC", "HWIO", "NHWC")))
+    grad = lambda f: jax.grad(lambda a, b: jnp.sum(jnp.sin(f(a, b))), argnums=(0, 1))(x, w)
+    for a, b in zip(grad(lambda a, b: layers.im2col_conv_general_dilated(a, b, strides, padding)),
+                    grad(lax_fn)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+  def test_flax_conv_with_im2col_has_the_same_parameters_and_values(self):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 6, 4, 5))
+    native = nn.Conv(7, (3, 3, 3), strides=(2, 2, 1), padding="SAME")
+    patch = nn.Conv(7, (3, 3, 3), strides=(2, 2, 1), padding="SAME",
+                    conv_general_dilated=layers.conv_general_dilated("im2col"))
+    variables = native.init(jax.random.key(1), x)
+    chex.assert_trees_all_equal_shapes(variables, patch.init(jax.random.key(1), x))
+    np.testing.assert_allclose(patch.apply(variables, x), native.apply(variables, x), atol=1e-5)
+
+  def test_rejects_what_it_does_not_support(self):
+    x, w = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 2))
+    with self.assertRaises(NotImplementedError):
+      layers.im2col_conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2))
+    with self.assertRaises(NotImplementedError):
+      layers.im2col_conv_general_dilated(x, jnp.ones((3, 3, 1, 2)), (1, 1), "SAME",
+                                         feature_group_count=2)
+    with self.assertRaisesRegex(ValueError, "does not match"):
+      layers.im2col_conv_general_dilated(x, jnp.ones((3, 3, 3, 2)), (1, 1), "SAME")
+    with self.assertRaisesRegex(ValueError, "conv_impl"):
+      layers.conv_general_dilated("cudnn")
+
+
+class ConvTransposeTest(chex.TestCase):
+
+  @parameterized.product(
+      case=[((3, 3, 3), (2, 2, 2)), ((2, 2, 2), (2, 2, 2)), ((3, 3, 1), (2, 2, 1)),
+            ((4, 3, 3), (2, 3, 1))],
+      padding=("SAME", "VALID"), impl=layers.CONV_IMPLS)
+  def test_equals_flax_conv_transpose(self, case, padding, impl):
+    kernel, strides = case
+    x = jax.random.normal(jax.random.key(0), (2, 5, 4, 3, 3))
+    reference = nn.ConvTranspose(6, kernel, strides=strides, padding=padding)
+    variables = reference.init(jax.random.key(1), x)
+    mine = layers.ConvTranspose(6, kernel, strides, padding=padding, conv_impl=impl)
+    chex.assert_trees_all_equal_shapes(variables, mine.init(jax.random.key(1), x))
+    got, want = mine.apply(variables, x), reference.apply(variables, x)
+    chex.assert_equal_shape((got, want))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+  def test_bad_arguments(self):
+    x = jnp.ones((1, 4, 4, 4, 2))
+    with self.assertRaisesRegex(ValueError, "one entry per spatial axis"):
+      layers.ConvTranspose(3, (2, 2), (2, 2)).init(jax.random.key(0), x)
+    with self.assertRaisesRegex(ValueError, "padding"):
+      layers.ConvTranspose(3, (2, 2, 2), (2, 2, 2), padding="CIRCULAR").init(
+          jax.random.key(0), x)
+
+
+if __name__ == "__main__":
+  absltest.main()
