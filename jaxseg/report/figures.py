@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-LABEL_COLOURS = ("#000000", "#f7e13b", "#e6e6e6", "#d1495b", "#4cc9f0", "#3a86ff", "#8d5524",
+LABEL_COLOURS = ("#000000", "#f7e13b", "#2ec4b6", "#d1495b", "#4cc9f0", "#3a86ff", "#8d5524",
                  "#70e000", "#ff6d00", "#c77dff")
 
 

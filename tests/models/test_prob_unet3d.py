@@ -494,10 +494,10 @@ class ModelTest(chex.TestCase):
       out = model.apply({"params": params}, _IMAGES, _LABELS, train=True, rngs={"dropout": key})
       return jnp.mean(out["logits"] ** 2) + jnp.mean(out["kl"]), out
 
-    (value_a, out_a), grad_a = jax.value_and_grad(functools.partial(loss, _MODEL), has_aux=True)(
-        _VARS["params"])
-    (value_b, out_b), grad_b = jax.value_and_grad(functools.partial(loss, xla), has_aux=True)(
-        _VARS["params"])
+    run = lambda model: jax.jit(jax.value_and_grad(functools.partial(loss, model), has_aux=True),
+                                compiler_options=_FAST_COMPILE)(_VARS["params"])
+    (value_a, out_a), grad_a = run(_MODEL)
+    (value_b, out_b), grad_b = run(xla)
     np.testing.assert_allclose(out_a["logits"], out_b["logits"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(value_a, value_b, rtol=1e-5)
     chex.assert_trees_all_close(grad_a, grad_b, rtol=1e-3, atol=1e-5)
