@@ -13,23 +13,13 @@ resume from it and finish the run with the same result; ``metrics.jsonl`` is wri
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
+import reliability_harness as harness  # tests/reliability/conftest.py
 
 
-def _load(name):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"reliability_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-harness = _load("_harness")
 
 WORKER = "_train_worker.py"
 TIMEOUT = 300

@@ -18,23 +18,14 @@ uninterrupted run with the same seed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+import reliability_harness as harness  # tests/reliability/conftest.py
 
 
-def _load(name):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"reliability_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-harness = _load("_harness")
 
 WORKER = "_train_worker.py"
 EPOCHS = 3
