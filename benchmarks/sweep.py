@@ -20,16 +20,27 @@ import jax
 import numpy as np
 import optax
 
-from experiments.tversky import PAPER_ALPHAS, loss_fn
+from experiments.configs.tversky import PAPER_ALPHAS
+from experiments.runner import LossConfig, sweep_loss
+from experiments.tversky import bce, make_tversky
 from jaxseg.models.unet2d import UNet2D, UNet2DConfig
 from jaxseg.train.loop import Trainer
 
 
+def _loss(k: int):
+  """The tversky study's sweep loss over BCE and k - 1 Tversky alphas, and per-config params."""
+  tversky = make_tversky(1.0)
+  configs = [LossConfig("BCE", bce)] + [
+      LossConfig(f"T{a}", tversky, {"alpha": a, "beta": 1.0 - a}) for a in PAPER_ALPHAS[:k - 1]]
+  return sweep_loss(configs)
+
+
+loss_fn = _loss(8)[0]
+
+
 def _params(k: int, sweep: bool):
-  alpha = np.array(([0.5] + list(PAPER_ALPHAS))[:k], np.float32)
-  bce = np.array([1.0] + [0.0] * (k - 1), np.float32)
-  params = {"bce": bce, "alpha": alpha, "beta": 1 - alpha}
-  return params if sweep else [{n: v[i] for n, v in params.items()} for i in range(k)]
+  params = _loss(k)[1]
+  return jax.tree.map(lambda *xs: np.stack(xs), *params) if sweep else params
 
 
 def _time(fn, steps: int, repeats: int) -> float:

@@ -8,10 +8,14 @@ with ``as_data_source()``: this path needs no TensorFlow (REFERENCE, platform fa
   returns a copy with other settings and a *distinct* name derived from a fingerprint of the
   settings, so cached builds of different settings never share a directory. `check_choice`,
   `check_shape`, `check_spacing` and `check_percentiles` validate the settings the builders
-  share, with the same messages everywhere.
+  share, with the same messages everywhere; they, ``replace`` and `builder_config` raise
+  `jaxseg.errors.ConfigError` (a `ValueError`).
 * `builder_config`: a builder's config by name (or object) with setting overrides.
 * `prepare`: builds a dataset (if it is not built yet) and reads every split into memory as
-  lists of dicts of NumPy arrays.
+  lists of dicts of NumPy arrays. The errors raised meanwhile reach the caller as
+  `jaxseg.errors.DataError` (still of their original type), which ``jaxseg.cli.run`` prints in
+  one block without a traceback; tfds' own banner, progress bars and log lines are silenced
+  (`quiet_tfds`).
 * `ManualRelease`: a release read from the manual directory (what to download, its layout):
   the manual directory of a build, and the `FileNotFoundError` (`missing_manual_data`) to raise
   when the data are missing. `append_to_errors` adds a hint (what to re-download) to the errors
@@ -24,13 +28,17 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from jaxseg.errors import ConfigError, as_data_error
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -45,6 +53,7 @@ __all__ = [
     "default_data_dir",
     "missing_manual_data",
     "prepare",
+    "quiet_tfds",
     "resolve_manual_dir",
     "to_numpy_example",
 ]
@@ -111,7 +120,7 @@ class JaxsegBuilderConfig(tfds.core.BuilderConfig):
     """
     unknown = set(changes) - set(self.settings())
     if unknown:
-      raise ValueError(
+      raise ConfigError(
           f"Unknown setting(s) {sorted(unknown)} for {type(self).__name__}; "
           f"known: {sorted(self.settings())}."
       )
@@ -139,7 +148,7 @@ def builder_config(
   if isinstance(config, str):
     configs: Mapping[str, _Config] = builder_cls.builder_configs
     if config not in configs:
-      raise ValueError(f"Unknown config {config!r}; available: {sorted(configs)}.")
+      raise ConfigError(f"Unknown config {config!r}; available: {sorted(configs)}.")
     config = configs[config]
   if overrides:
     config = config.replace(**overrides)
@@ -150,29 +159,29 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
   """Raises ``"{name} must be 'a', 'b' or 'c', got ..."`` unless ``value`` is one of ``choices``."""
   if value not in choices:
     options = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
-    raise ValueError(f"{name} must be {options}, got {value!r}.")
+    raise ConfigError(f"{name} must be {options}, got {value!r}.")
 
 
 def check_shape(name: str, value: Any) -> None:
   """Raises unless ``value`` is 3 positive ints (a volume shape)."""
   if len(tuple(value)) != 3 or min(int(v) for v in value) < 1:
-    raise ValueError(f"{name} must be 3 positive ints, got {value}.")
+    raise ConfigError(f"{name} must be 3 positive ints, got {value}.")
 
 
 def check_spacing(name: str, value: Any) -> None:
   """Raises unless ``value`` is 3 finite positive numbers (a voxel spacing in mm)."""
   arr = np.asarray(value, dtype=np.float64)
   if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-    raise ValueError(f"{name} must be 3 finite positive numbers, got {value}.")
+    raise ConfigError(f"{name} must be 3 finite positive numbers, got {value}.")
 
 
 def check_percentiles(value: Any) -> None:
   """Raises unless ``value`` is ``(lower, upper)`` with ``0 <= lower <= upper <= 100``."""
   if len(tuple(value)) != 2:
-    raise ValueError(f"clip_percentiles must be (lower, upper), got {value}.")
+    raise ConfigError(f"clip_percentiles must be (lower, upper), got {value}.")
   lo, hi = value
   if not 0.0 <= lo <= hi <= 100.0:
-    raise ValueError(
+    raise ConfigError(
         f"clip_percentiles must satisfy 0 <= lower <= upper <= 100, got {value}."
     )
 
@@ -228,6 +237,56 @@ def to_numpy_example(example: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
+_DATA_ERRORS = (OSError, ValueError, EOFError, ImportError)
+"""What `prepare` reports as a `DataError`: bad or missing files and settings of the data,
+and missing optional readers (e.g. SimpleITK). Other types (TypeError, KeyError, ...) are bugs
+and keep their traceback."""
+
+_TFDS_DIR = os.path.dirname(os.path.abspath(tfds.__file__)) + os.sep
+
+
+class _DropTfdsRecords(logging.Filter):
+  """Drops the records below ERROR that tfds' own modules log (ours and others' pass)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or not os.path.abspath(
+        record.pathname).startswith(_TFDS_DIR)
+
+
+@contextlib.contextmanager
+def quiet_tfds() -> Iterator[None]:
+  """Silences tfds' chatter in the block: its log lines below ERROR and its progress bars.
+
+  tfds logs through absl (the ``absl`` logger) and the root logger, e.g. ``Variant folder ...
+  has no dataset_info.json`` and per-split notes; a filter on those two loggers drops the
+  records below ERROR whose source file lies in the ``tensorflow_datasets`` package, so
+  jaxseg's builders (which log warnings about the data they read) and everything else are
+  unaffected. tfds' ``Downloading and preparing dataset ...`` / ``Dataset ... downloaded and
+  prepared`` lines are printed by the builder itself; `prepare` switches those off on its
+  builder.
+  """
+  loggers = [logging.getLogger("absl"), logging.getLogger()]
+  drop = _DropTfdsRecords()
+  for logger in loggers:
+    logger.addFilter(drop)
+  tqdm_utils = tfds.core.utils.tqdm_utils
+  bars = getattr(tqdm_utils, "_active", True)
+  tfds.display_progress_bar(False)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(bars)
+    for logger in loggers:
+      logger.removeFilter(drop)
+
+
+def _no_banner(builder: tfds.core.DatasetBuilder) -> None:
+  """Turns off the lines tfds prints (termcolor, stdout) before and after a build."""
+  for name in ("_log_download_bytes", "_log_download_done"):
+    if hasattr(builder, name):
+      setattr(builder, name, lambda: None)
+
+
 def prepare(
     builder_cls: type[tfds.core.DatasetBuilder],
     *,
@@ -240,7 +299,8 @@ def prepare(
 
   Runs ``download_and_prepare`` with ``file_format="array_record"`` (no TensorFlow needed) and
   a ``tfds.download.DownloadConfig(manual_dir=manual_dir)`` (GCS look-ups off), then reads each
-  split with ``builder.as_data_source()``.
+  split with ``builder.as_data_source()``. A build prints one line on stderr, ``building
+  <dataset>/<config> in <dir> (first run only)``; tfds' own output is silenced (`quiet_tfds`).
 
   Args:
     builder_cls: the builder class.
@@ -253,13 +313,36 @@ def prepare(
     ``{split: [example, ...]}`` with examples as dicts of NumPy arrays (strings as ``str``).
 
   Raises:
-    ValueError: a build with the same config name but different settings (as recorded in
-      its metadata) already exists in ``data_dir``.
+    jaxseg.errors.DataError: an `OSError`, `ValueError`, `EOFError` or `ImportError` raised
+      while the dataset was built or read (missing or malformed manual data: the builders' own
+      messages, which say what to download), re-raised as a `DataError` that is also of the
+      original type, with the same message; or a build with the same config name but
+      different settings (as recorded in its metadata) exists already in ``data_dir`` (also a
+      `ValueError`).
   """
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+  try:
+    with quiet_tfds():
+      return _prepare(builder_cls, config=config, data_dir=data_dir, manual_dir=manual_dir,
+                      sort_key=sort_key)
+  except _DATA_ERRORS as e:
+    raise as_data_error(e)  # pylint: disable=raise-missing-from  (takes over e's traceback)
+
+
+def _prepare(
+    builder_cls: type[tfds.core.DatasetBuilder],
+    *,
+    config: str | tfds.core.BuilderConfig | None,
+    data_dir: str,
+    manual_dir: str | os.PathLike[str] | None,
+    sort_key: str,
+) -> dict[str, list[dict[str, Any]]]:
+  """`prepare`, without its error conversion and quieting."""
   builder = builder_cls(config=config, data_dir=data_dir, file_format="array_record")
+  _no_banner(builder)
   cfg = builder.builder_config
-  if isinstance(cfg, JaxsegBuilderConfig) and builder.is_prepared():
+  prepared = builder.is_prepared()
+  if isinstance(cfg, JaxsegBuilderConfig) and prepared:
     stored = (builder.info.metadata or {}).get("config_fingerprint")
     if stored is not None and stored != cfg.fingerprint():
       raise ValueError(
@@ -267,6 +350,10 @@ def prepare(
           "different settings; give a custom config a distinct name (use config.replace(...)) "
           "or delete that directory."
       )
+  if not prepared:
+    where = cfg.name if cfg is not None else "default"
+    print(f"building {builder.name}/{where} in {data_dir} (first run only)", file=sys.stderr,
+          flush=True)
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.fspath(manual_dir) if manual_dir is not None else None,
       try_download_gcs=False,

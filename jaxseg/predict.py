@@ -1,60 +1,61 @@
-"""Segments volumes with an exported 2D model, slice by slice: ``python -m jaxseg.predict``.
+"""Segments volumes with an exported jaxseg model: ``python -m jaxseg.predict``.
 
 Usage::
 
   python -m jaxseg.predict --checkpoint CKPT --input IN --output OUT \\
-      [--batch-size N] [--threshold 0.5] [--probabilities] [--spacing SX SY SZ]
+      [--batch-size N] [--threshold 0.5] [--probabilities] [--spacing SX SY SZ] \\
+      [--npy-axes {xyz,zyx}]
 
-``CKPT`` is a directory written by :func:`jaxseg.train.checkpoint.save_model`. ``IN`` is a NIfTI
-file (``.nii``, ``.nii.gz``) or a ``.npy`` file holding a 3D array in ``(x, y, z)`` order (axial
-slices along the last axis, docs/developing.md); a trailing singleton axis (``(x, y, z, 1)``) is
-accepted and kept in the output. ``OUT`` is written in the input's format with the input's shape;
-a NIfTI output is built from the input's header, so it keeps the affine, the qform/sform codes,
-the voxel sizes and the orientation; only the data type (``uint8`` labels, ``float32``
-probabilities) and the display range change. When ``IN`` is a directory, every ``.nii``,
-``.nii.gz`` and ``.npy`` file in it (not recursive; other files are skipped with a note) is
-segmented into ``OUT/<same name>``. One line per file is printed: ``input -> output``, shape,
-foreground fraction (voxels whose label is not 0), seconds. Bad input (unreadable or corrupt
-file, not a 3D volume, unsupported extension, a checkpoint directory that is not an exported
-model, a model whose input channels do not match the volume) gives a one-line
-``jaxseg.predict: error: <file>: <reason>`` on stderr and exit code 2; in directory mode the
-other files are still segmented.
+``CKPT`` is a directory written by :func:`jaxseg.train.checkpoint.save_model`: every model a study
+exports works -- 2D models applied slice by slice (``UNet2D`` with a softmax or a sigmoid output,
+``TransUNet`` with its deep-supervision heads, of which the last, full-resolution one is used) and
+3D models applied to the whole volume (``ProbAttentionUNet3D``, deterministic pass: prior mean, no
+dropout). Everything about the inputs comes from the model's card
+(:class:`jaxseg.model_card.ModelCard`, validated once when the checkpoint is loaded): input
+channels, training spacing, per-channel normalisation, inference kind (slices / volume),
+activation, class names, and the axis order of ``.npy`` inputs.
 
-Model metadata (``metadata`` of ``save_model``; the keys of :data:`PREDICT_METADATA_KEYS`, other
-keys are ignored; a missing key takes the default given):
-
-* ``spacing``: ``[sx, sy, sz]`` voxel spacing in mm of the training volumes, or ``null`` for
-  "never resample" (default ``null``).
-* ``normalization``: intensity normalisation applied in training, after resampling:
-  ``{"kind": "percentile_zscore", "lower": 0.5, "upper": 99.5}`` (clip to the percentiles of the
-  whole volume, then z-score: :func:`jaxseg.data.preprocess.normalize_intensity`; the default) or
-  ``{"kind": "none"}``. Multi-channel images are normalised channel by channel.
-* ``activation``: ``"sigmoid"`` (a 1-channel model: foreground where ``sigmoid(logit) >
-  threshold``) or ``"softmax"`` (``K >= 2`` channels: label ``argmax_k p_k``, ties to the lower
-  class). Default: sigmoid for one output channel, softmax otherwise.
-* ``class_names``: list of the ``K`` class names (for a sigmoid model: background and
-  foreground, or just the foreground); only checked against the model's outputs. Default
-  ``null``.
-* ``input_channels``: number of image channels the model takes. Default ``null``: the model's
-  parameters are checked against the image instead (:func:`jax.eval_shape`).
+``IN`` is a NIfTI file (``.nii``, ``.nii.gz``) or a ``.npy`` file. A NIfTI volume is in voxel
+order ``(x, y, z)`` (axial slices along the last axis, docs/developing.md). A ``.npy`` array is
+in the card's ``layout`` unless ``--npy-axes`` says otherwise: ``xyz`` like NIfTI, or ``zyx``
+(slices, rows, cols: PROMISE12's preprocessed ``image_trainNN.npy``; read as ``array.transpose(2,
+1, 0)`` exactly like ``datasets/promise12`` does, and written back in the same order, so the
+output has the input's shape and its slice ``k`` is the prediction of input slice ``k``). A
+single-channel model takes a 3D volume; a trailing singleton axis (``(x, y, z, 1)``) is accepted
+and kept in the output. A multi-channel model (e.g. T2W, DWI, ADC) takes one file with a trailing
+channel axis, ``(x, y, z, C)`` (``(z, y, x, C)`` for ``zyx``), the channels in the card's order;
+anything else is an error. ``OUT`` is written in the input's format, on the input's grid and in
+its axis order (the channel axis of a multi-channel input is dropped from labels); a NIfTI output
+is built from the input's header, so it keeps the affine, the qform/sform codes, the voxel sizes
+and the orientation; only the data type (``uint8`` labels, ``float32`` probabilities) and the
+display range change. When ``IN`` is a directory, every ``.nii``, ``.nii.gz`` and ``.npy`` file
+in it (not recursive; other files are skipped with a note) is segmented into ``OUT/<same name>``.
+One line per file is printed: ``input -> output``, shape, foreground fraction (voxels whose label
+is not 0), seconds. Bad input (unreadable or corrupt file, wrong number of dimensions or
+channels, unsupported extension, a checkpoint directory that is not an exported model or whose
+model does not fit its card) gives a one-line ``jaxseg.predict: error: <file>: <reason>`` on
+stderr and exit code 2; in directory mode the other files are still segmented.
 
 Algorithm (:func:`predict_volume`) for an image of voxel spacing ``s`` and training spacing
-``t``:
+``t`` (``card.spacing``):
 
 1. If ``t`` is known and differs from ``s`` (relative tolerance :data:`SPACING_RTOL` per axis),
-   resample the image onto the grid of spacing ``t`` (linear, the grid convention of
+   resample every channel onto the grid of spacing ``t`` (linear, the grid convention of
    :func:`jaxseg.data.preprocess.resample`). ``.npy`` inputs carry no spacing: ``--spacing`` (or
-   the ``spacing`` argument) gives it; without it the image is assumed to be at ``t`` already and
-   is not resampled. ``--spacing`` applies to ``.npy`` inputs only; NIfTI spacing is read from
-   the header (``pixdim``).
-2. Normalise intensities as in training (``normalization``).
-3. Logits of every axial slice with :func:`jaxseg.inference.predict_slices` (slices padded to the
-   model's ``size_multiple``, ``model.apply(variables, x, train=False)``).
-4. Probabilities: ``sigmoid`` of the single channel, or ``softmax`` over the classes.
-5. If the image was resampled, resample the *probabilities* back onto the input grid (linear,
+   the ``spacing`` argument; always ``x y z``, whatever the ``.npy`` axis order) gives it;
+   without it the image is assumed to be at ``t`` already and is not resampled. ``--spacing``
+   applies to ``.npy`` inputs only; NIfTI spacing is read from the header (``pixdim``).
+2. Normalise every channel as in training (:meth:`ModelCard.normalize`: percentile clip +
+   z-score, division by a scale such as ``ADC_SCALE``, or none).
+3. Probabilities with :func:`jaxseg.inference.predict_probabilities`: logits of every axial
+   slice (``inference="slices"``) or of the whole volume (``"volume"``), padded to the model's
+   ``size_multiple`` and cropped back, ``model.apply(variables, x, train=False)``; then
+   ``sigmoid`` of the single channel or ``softmax`` over the classes (``card.activation``).
+4. If the image was resampled, resample the *probabilities* back onto the input grid (linear,
    with the input's shape given explicitly, so the output has exactly the input's shape), then
-   threshold / argmax there. Interpolating probabilities rather than nearest-neighbour labels
-   gives boundaries at the input's resolution instead of blocks of the coarser training grid.
+   threshold (sigmoid: foreground where ``p > threshold``) / argmax (softmax, ties to the lower
+   class) there. Interpolating probabilities rather than nearest-neighbour labels gives
+   boundaries at the input's resolution instead of blocks of the coarser training grid.
    (Linear interpolation is a convex combination, so interpolated softmax probabilities still
    sum to one.)
 """
@@ -68,44 +69,31 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import nibabel as nib
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from scipy import special
+from jax.sharding import Mesh
 
-from jaxseg.data.preprocess import load_nifti, normalize_intensity, resample
-from jaxseg.inference import predict_slices
+from jaxseg.data.preprocess import load_nifti, resample
+from jaxseg.inference import final_logits, predict_probabilities, size_multiples
+from jaxseg.model_card import LAYOUTS, ModelCard
 
 __all__ = [
-    "PREDICT_METADATA_KEYS",
     "SPACING_RTOL",
-    "check_metadata",
     "main",
     "predict_volume",
 ]
 
-PREDICT_METADATA_KEYS: tuple[str, ...] = (
-    "spacing", "normalization", "activation", "class_names", "input_channels")
-"""Keys of the model metadata that prediction reads (module docstring)."""
-
-DEFAULT_NORMALIZATION: dict[str, Any] = {"kind": "percentile_zscore", "lower": 0.5,
-                                         "upper": 99.5}
 SPACING_RTOL = 1e-4
 """Spacings within this relative difference (per axis) count as equal: no resampling."""
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NUMPY_SUFFIXES = (".npy",)
 _PROG = "jaxseg.predict"
-
-
-# --------------------------------------------------------------------------------------------
-# Metadata.
-# --------------------------------------------------------------------------------------------
 
 
 def _as_spacing(value: Any, name: str) -> np.ndarray:
@@ -118,114 +106,49 @@ def _as_spacing(value: Any, name: str) -> np.ndarray:
   return arr
 
 
-def check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-  """Validates the prediction keys of a model's metadata and fills in their defaults.
-
-  Args:
-    metadata: the metadata of :func:`jaxseg.train.checkpoint.load_model`.
-
-  Returns:
-    A dict with exactly the keys of :data:`PREDICT_METADATA_KEYS`: ``spacing`` (float64 ``(3,)``
-    or None), ``normalization`` (dict with ``kind`` and, for ``percentile_zscore``, ``lower``
-    and ``upper``), ``activation`` (``"sigmoid"``, ``"softmax"`` or None = from the number of
-    outputs), ``class_names`` (list of str or None), ``input_channels`` (int or None).
-
-  Raises:
-    ValueError: a key has a value of the wrong type or out of range.
-  """
-  if not isinstance(metadata, Mapping):
-    raise ValueError(f"model metadata must be a mapping, got {type(metadata).__name__}")
-  spacing = metadata.get("spacing")
-  if spacing is not None:
-    spacing = _as_spacing(spacing, "metadata 'spacing'")
-
-  norm = metadata.get("normalization")
-  if norm is None:
-    norm = dict(DEFAULT_NORMALIZATION)
-  if not isinstance(norm, Mapping) or "kind" not in norm:
-    raise ValueError(f"metadata 'normalization' must be a mapping with a 'kind', got {norm!r}")
-  kind = norm["kind"]
-  if kind == "percentile_zscore":
-    unknown = set(norm) - {"kind", "lower", "upper"}
-    if unknown:
-      raise ValueError(f"metadata 'normalization' has unknown keys {sorted(unknown)}")
-    try:
-      lower = float(norm.get("lower", DEFAULT_NORMALIZATION["lower"]))
-      upper = float(norm.get("upper", DEFAULT_NORMALIZATION["upper"]))
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"metadata 'normalization' percentiles must be numbers, got {norm!r}") from e
-    if not 0.0 <= lower <= upper <= 100.0:
-      raise ValueError(f"metadata 'normalization' needs 0 <= lower <= upper <= 100, got {norm!r}")
-    norm = {"kind": kind, "lower": lower, "upper": upper}
-  elif kind == "none":
-    norm = {"kind": "none"}
-  else:
-    raise ValueError(f"metadata 'normalization' kind must be 'percentile_zscore' or 'none', "
-                     f"got {kind!r}")
-
-  activation = metadata.get("activation")
-  if activation not in (None, "sigmoid", "softmax"):
-    raise ValueError(f"metadata 'activation' must be 'sigmoid' or 'softmax', got {activation!r}")
-
-  names = metadata.get("class_names")
-  if names is not None:
-    if isinstance(names, str) or not isinstance(names, Sequence) or not all(
-        isinstance(n, str) for n in names):
-      raise ValueError(f"metadata 'class_names' must be a list of strings, got {names!r}")
-    names = list(names)
-
-  channels = metadata.get("input_channels")
-  if channels is not None:
-    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
-      raise ValueError(f"metadata 'input_channels' must be a positive integer, got {channels!r}")
-    channels = int(channels)
-  return {"spacing": spacing, "normalization": norm, "activation": activation,
-          "class_names": names, "input_channels": channels}
-
-
 # --------------------------------------------------------------------------------------------
 # Prediction.
 # --------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _apply(model: Any, variables: Any, images: jax.Array) -> jax.Array:
+def _apply(model: Any, variables: Any, images: jax.Array) -> Any:
   return model.apply(variables, images, train=False)
 
 
-def _check_channels(model: Any, variables: Any, expected: int | None, channels: int) -> None:
-  """Raises ValueError if the model does not take ``channels``-channel images."""
-  if expected is not None:
-    if expected != channels:
-      raise ValueError(f"the model takes {expected}-channel images (metadata 'input_channels') "
-                       f"but the volume has {channels} channel(s)")
-    return
-  m = int(getattr(model, "size_multiple", 1))
-  probe = jax.ShapeDtypeStruct((1, m, m, channels), jnp.float32)
+def _check_model(model: Any, variables: Any, card: ModelCard) -> None:
+  """Raises ValueError unless the model takes the card's inputs and gives its outputs.
+
+  Traced only (:func:`jax.eval_shape` on one input of the model's size multiple), so cheap.
+  """
+  multiple = getattr(model, "size_multiple", 1)
+  ndim = 2 if card.inference == "slices" else 3
   try:
-    jax.eval_shape(functools.partial(_apply, model), variables, probe)
+    spatial = size_multiples(multiple, ndim)
+  except ValueError as e:
+    raise ValueError(f"card.inference is {card.inference!r} but the model's size_multiple is "
+                     f"{multiple!r}; export a 2D model with inference='slices' and a 3D one with "
+                     f"'volume'") from e
+  probe = jax.ShapeDtypeStruct((1, *spatial, card.num_channels), jnp.float32)
+  try:
+    out = jax.eval_shape(functools.partial(_apply, model), variables, probe)
+    logits = final_logits(out)
   except Exception as e:  # Flax raises ScopeParamShapeError, TypeError... on a mismatch.
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    raise ValueError(f"the model does not accept {channels}-channel images "
-                     f"({type(e).__name__}: {first})") from e
-
-
-def _normalize(image: np.ndarray, norm: Mapping[str, Any]) -> np.ndarray:
-  if norm["kind"] == "none":
-    image = np.asarray(image)
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-      raise ValueError(f"image must be real-valued, got dtype {image.dtype}.")
-    bad = int(np.count_nonzero(~np.isfinite(image)))
-    if bad:
-      raise ValueError(f"image has {bad} non-finite (NaN or Inf) voxel(s) of {image.size}.")
-    return image.astype(np.float32)
-  return normalize_intensity(image, lower=norm["lower"], upper=norm["upper"])
+    raise ValueError(f"the model does not accept {probe.shape} inputs ({card.num_channels}-channel "
+                     f"{'slices' if ndim == 2 else 'volumes'} as its card says: channels "
+                     f"{card.channels}, inference {card.inference!r}) ({type(e).__name__}: "
+                     f"{first})") from e
+  shape = tuple(getattr(logits, "shape", ()))
+  if len(shape) != ndim + 2 or shape[-1] != card.num_outputs:
+    raise ValueError(f"the model's logits for {probe.shape} inputs have shape {shape}, but its "
+                     f"card says {card.num_outputs} output channel(s) ({card.activation}, classes "
+                     f"{card.class_names})")
 
 
 def _segment(
     model: Any,
     variables: Any,
-    settings: Mapping[str, Any],
+    card: ModelCard,
     image: np.ndarray,
     spacing: Sequence[float] | None,
     *,
@@ -242,52 +165,33 @@ def _segment(
                      f"{image.shape}")
   if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
     raise ValueError(f"image must be real-valued, got dtype {image.dtype}")
-  if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+      batch_size < 1):
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
   if not 0.0 <= threshold <= 1.0:
     raise ValueError(f"threshold must be in [0, 1], got {threshold}")
   grid = image.shape[:3]
   channels = image.shape[3]
-  _check_channels(model, variables, settings["input_channels"], channels)
+  if channels != card.num_channels:
+    raise ValueError(f"the model takes {card.num_channels}-channel images {card.channels} but "
+                     f"the volume has {channels} channel(s)")
 
-  target = settings["spacing"]
+  target = card.spacing
   spacing = None if spacing is None else _as_spacing(spacing, "spacing")
   resampled = (target is not None and spacing is not None
                and not np.allclose(spacing, target, rtol=SPACING_RTOL, atol=0.0))
   if resampled:
     image = np.stack([resample(image[..., c], spacing, target, order=1)
                       for c in range(channels)], axis=-1)
-  image = np.stack([_normalize(image[..., c], settings["normalization"])
-                    for c in range(channels)], axis=-1)
-
-  if mesh is not None:
-    variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
-    n_dev = mesh.devices.size
-    batch = min(batch_size, image.shape[2])
-    batch = -(-batch // n_dev) * n_dev
-  else:
-    variables = jax.device_put(variables)
-    batch = min(batch_size, image.shape[2])
-  logits = predict_slices(lambda x: _apply(model, variables, x), image, batch_size=batch,
-                          size_multiple=int(getattr(model, "size_multiple", 1)), mesh=mesh)
-
-  k = logits.shape[-1]
-  activation = settings["activation"] or ("sigmoid" if k == 1 else "softmax")
-  if activation == "sigmoid" and k != 1:
-    raise ValueError(f"activation 'sigmoid' needs a 1-channel model, this one has {k} outputs")
-  if activation == "softmax" and k < 2:
-    raise ValueError("activation 'softmax' needs at least 2 output channels, the model has 1")
-  names = settings["class_names"]
-  if names is not None and len(names) != k and not (k == 1 and len(names) == 2):
-    raise ValueError(f"metadata 'class_names' has {len(names)} names for {k} model outputs")
-
-  if activation == "sigmoid":
-    probs = special.expit(logits[..., 0]).astype(np.float32)
+  image = card.normalize(image)
+  probs = predict_probabilities(model, variables, image, card, batch_size=int(batch_size),
+                                mesh=mesh)
+  if card.activation == "sigmoid":
     if resampled:
       probs = resample(probs, target, spacing, order=1, shape=grid).astype(np.float32)
     labels = (probs > threshold).astype(np.uint8)
   else:
-    probs = special.softmax(logits, axis=-1).astype(np.float32)
+    k = probs.shape[-1]
     if resampled:
       probs = np.stack([resample(probs[..., j], target, spacing, order=1, shape=grid)
                         for j in range(k)], axis=-1).astype(np.float32)
@@ -298,7 +202,7 @@ def _segment(
 def predict_volume(
     model: Any,
     variables: Any,
-    metadata: Mapping[str, Any],
+    card: ModelCard,
     image: np.ndarray,
     spacing: Sequence[float] | None,
     *,
@@ -307,21 +211,24 @@ def predict_volume(
     probabilities: bool = False,
     mesh: Mesh | None = None,
 ) -> np.ndarray:
-  """Segments one volume with a 2D model, axial slice by axial slice (module docstring).
+  """Segments one volume as the model's card says (module docstring).
 
   Args:
     model: a Flax module called as ``model.apply(variables, images, train=False)`` on
-      ``(batch, h, w, channels)`` images; its ``size_multiple`` attribute (1 if absent) is the
-      multiple that slices are padded to.
+      ``(batch, h, w, channels)`` slices (``card.inference == "slices"``) or ``(batch, x, y, z,
+      channels)`` volumes (``"volume"``); its ``size_multiple`` attribute (1 if absent) is the
+      multiple the inputs are padded to.
     variables: the model's variables (e.g. from :func:`jaxseg.train.checkpoint.load_model`).
-    metadata: model metadata (keys :data:`PREDICT_METADATA_KEYS`, see :func:`check_metadata`).
-    image: ``(x, y, z)`` or ``(x, y, z, channels)`` intensities.
+    card: the model's card (:class:`jaxseg.model_card.ModelCard`).
+    image: ``(x, y, z)`` or ``(x, y, z, channels)`` intensities, the channels in
+      ``card.channels`` order.
     spacing: the image's voxel spacing in mm, or None to assume the training spacing (no
       resampling).
-    batch_size: slices per model call (fewer if the volume has fewer slices).
+    batch_size: slices per model call for a 2D model (fewer if the volume has fewer slices); a
+      3D model gets one volume per call.
     threshold: foreground threshold on the sigmoid probability (sigmoid models only).
     probabilities: return probabilities instead of labels.
-    mesh: optional device mesh to shard the slices over.
+    mesh: optional device mesh to shard the model's inputs over.
 
   Returns:
     ``(x, y, z)`` labels (uint8; int32 beyond 256 classes) on the input grid, or with
@@ -329,11 +236,13 @@ def predict_volume(
     sigmoid model, ``(x, y, z, K)`` class probabilities for a softmax model.
 
   Raises:
-    ValueError: bad image shape or values, bad spacing, metadata or settings, or a model whose
-      input channels or outputs do not match.
+    ValueError: bad image shape or values, bad spacing or settings, or a model whose inputs or
+      outputs do not match its card.
   """
-  settings = check_metadata(metadata)
-  labels, probs, _ = _segment(model, variables, settings, image, spacing,
+  if not isinstance(card, ModelCard):
+    raise ValueError(f"card must be a jaxseg.model_card.ModelCard, got {type(card).__name__}")
+  _check_model(model, variables, card)
+  labels, probs, _ = _segment(model, variables, card, image, spacing,
                               batch_size=batch_size, threshold=threshold, mesh=mesh)
   return probs if probabilities else labels
 
@@ -364,21 +273,87 @@ def _require_kind(path: str) -> str:
 class _Source:
   """A volume read from disk plus what is needed to write a result like it."""
 
-  image: np.ndarray  # (x, y, z)
+  image: np.ndarray  # (x, y, z) or (x, y, z, C), C > 1
   spacing: np.ndarray | None
   kind: str
   shape: tuple[int, ...]  # the file's own shape (may have trailing singleton axes)
+  layout: str = "xyz"  # axis order of the file
   nifti: Any = None  # the nibabel image (header, affine) of a NIfTI input
 
 
-def _read(path: str, npy_spacing: Sequence[float] | None) -> _Source:
+def _read_nifti_channels(path: str) -> tuple[np.ndarray, np.ndarray, Any]:
+  """``(array, spacing, image)`` of a NIfTI file of any dimension (multi-channel inputs)."""
+  try:
+    img = nib.load(path)
+    data = np.asarray(img.dataobj)
+    # As jaxseg.data.preprocess.load_nifti: the unchecked header, so that zero spacings fail.
+    holder = img.file_map.get("header") or img.file_map.get("image")
+    header_file = (holder.filename if holder is not None else None) or path
+    with nib.openers.ImageOpener(header_file) as fobj:
+      zooms = img.header_class.from_fileobj(fobj, check=False).get_zooms()
+  except Exception as e:  # nibabel raises many types for corrupt input (EOFError, zlib...).
+    if isinstance(e, (MemoryError, KeyboardInterrupt)):
+      raise
+    raise ValueError(f"cannot read NIfTI file (unreadable, truncated or corrupt): "
+                     f"{type(e).__name__}: {e}") from e
+  if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector images: (x, y, z, 1, C)
+    data = data[:, :, :, 0]
+  spacing = np.asarray(zooms[:3], dtype=np.float64)
+  if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+    raise ValueError(f"invalid voxel spacing {tuple(spacing.tolist())} in the header: must be "
+                     f"three finite, positive values")
+  return data, spacing, img
+
+
+def _to_xyz(data: np.ndarray, layout: str) -> np.ndarray:
+  """File order -> ``(x, y, z[, C])``: ``zyx`` arrays as ``datasets/promise12`` reads them."""
+  if layout == "zyx":
+    return np.ascontiguousarray(np.transpose(data, (2, 1, 0, *range(3, data.ndim))))
+  return data
+
+
+def _from_xyz(data: np.ndarray, layout: str) -> np.ndarray:
+  """``(x, y, z[, K])`` -> file order, the inverse of :func:`_to_xyz`."""
+  return _to_xyz(data, layout)  # reversing the three spatial axes is its own inverse
+
+
+def _channels_error(card: ModelCard, shape: tuple[int, ...], layout: str) -> ValueError:
+  axes = "(x, y, z" if layout == "xyz" else "(z, y, x"
+  if card.num_channels == 1:
+    return ValueError(f"not a 3D {axes}) volume: shape {shape} (the model takes 1 channel, "
+                      f"{card.channels[0]!r})")
+  names = ", ".join(card.channels)
+  return ValueError(f"the model takes {card.num_channels}-channel images ({names}): give one "
+                    f"{axes}, {card.num_channels}) volume with the channels last in that order; "
+                    f"got shape {shape}")
+
+
+def _shape_channels(data: np.ndarray, card: ModelCard, layout: str) -> np.ndarray:
+  """The file's array with trailing singletons dropped, checked against the card's channels."""
+  shape = tuple(data.shape)
+  if card.num_channels == 1:
+    while data.ndim > 3 and data.shape[-1] == 1:
+      data = data[..., 0]
+    if data.ndim != 3:
+      raise _channels_error(card, shape, layout)
+  elif data.ndim != 4 or data.shape[-1] != card.num_channels:
+    raise _channels_error(card, shape, layout)
+  return data
+
+
+def _read(path: str, card: ModelCard, npy_spacing: Sequence[float] | None,
+          npy_axes: str | None) -> _Source:
   kind = _require_kind(path)
   if not os.path.isfile(path):
     raise ValueError("no such file")
   if kind == "nifti":
-    data, spacing, _ = load_nifti(path)
-    img = nib.load(path)
-    return _Source(data, spacing, kind, tuple(img.shape), img)
+    if card.num_channels == 1:
+      data, spacing, _ = load_nifti(path)
+      img = nib.load(path)
+    else:
+      data, spacing, img = _read_nifti_channels(path)
+      data = _shape_channels(data, card, "xyz")
+    return _Source(data, spacing, kind, tuple(img.shape), "xyz", img)
   try:
     data = np.load(path, allow_pickle=False)
   except Exception as e:  # ValueError, EOFError, OSError, zipfile errors... for corrupt files.
@@ -386,18 +361,18 @@ def _read(path: str, npy_spacing: Sequence[float] | None) -> _Source:
                      f"{type(e).__name__}: {e}") from e
   if not isinstance(data, np.ndarray):
     raise ValueError(f"not a single .npy array (got {type(data).__name__})")
+  layout = npy_axes or card.layout
   shape = tuple(data.shape)
-  while data.ndim > 3 and data.shape[-1] == 1:
-    data = data[..., 0]
-  if data.ndim != 3:
-    raise ValueError(f"not a 3D (x, y, z) volume: shape {shape}")
+  data = _to_xyz(_shape_channels(data, card, layout), layout)
   spacing = None if npy_spacing is None else _as_spacing(npy_spacing, "--spacing")
-  return _Source(data, spacing, kind, shape, None)
+  return _Source(data, spacing, kind, shape, layout, None)
 
 
 def _write(path: str, data: np.ndarray, source: _Source) -> None:
-  """Writes ``data`` like ``source`` (format, shape, NIfTI header), atomically."""
-  if data.shape == source.image.shape and data.shape != source.shape:
+  """Writes ``data`` (``(x, y, z[, K])``) like ``source`` (format, axis order, shape, header)."""
+  data = _from_xyz(data, source.layout)
+  grid = _from_xyz(source.image, source.layout).shape
+  if data.shape == grid and data.shape != source.shape:
     data = data.reshape(source.shape)  # restore trailing singleton axes
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
@@ -407,6 +382,8 @@ def _write(path: str, data: np.ndarray, source: _Source) -> None:
       ref = source.nifti
       out = type(ref)(data, ref.affine, ref.header)
       out.header.set_data_dtype(data.dtype)
+      if len(ref.shape) > data.ndim:  # the channel axis of a multi-channel input is gone
+        out.header.set_intent("none")
       if "cal_min" in out.header:
         out.header["cal_min"] = 0
         out.header["cal_max"] = 0
@@ -428,20 +405,28 @@ def _write(path: str, data: np.ndarray, source: _Source) -> None:
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog=f"python -m {_PROG}",
-      description="Segment NIfTI / .npy volumes with an exported jaxseg 2D model, slice by slice.")
+      description="Segment NIfTI / .npy volumes with an exported jaxseg model (2D models slice "
+                  "by slice, 3D models on the whole volume), as its model card says.")
   p.add_argument("--checkpoint", required=True,
                  help="directory written by jaxseg.train.checkpoint.save_model")
   p.add_argument("--input", required=True,
-                 help=".nii / .nii.gz / .npy volume, or a directory of them")
+                 help=".nii / .nii.gz / .npy volume, or a directory of them; a multi-channel "
+                      "model takes one file with a trailing channel axis in its card's order")
   p.add_argument("--output", required=True,
                  help="output file (same format as the input), or a directory")
-  p.add_argument("--batch-size", type=int, default=16, help="slices per model call (16)")
+  p.add_argument("--batch-size", type=int, default=16,
+                 help="slices per model call of a 2D model (16); a 3D model takes one volume")
   p.add_argument("--threshold", type=float, default=0.5,
                  help="foreground threshold of sigmoid models (0.5)")
   p.add_argument("--probabilities", action="store_true",
                  help="write float32 probabilities instead of uint8 labels")
   p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
-                 help="voxel spacing (mm) of .npy inputs (default: the model's training spacing)")
+                 help="voxel spacing (mm, x y z) of .npy inputs (default: the model's training "
+                      "spacing)")
+  p.add_argument("--npy-axes", choices=LAYOUTS, default=None,
+                 help="axis order of .npy inputs and outputs: xyz (NIfTI order) or zyx (slices, "
+                      "rows, cols, e.g. PROMISE12's image_trainNN.npy); default: the model "
+                      "card's layout")
   return p
 
 
@@ -479,22 +464,22 @@ def _jobs(inp: str, out: str) -> list[tuple[str, str]]:
   return [(inp, out)]
 
 
-def _run_file(src: str, dst: str, model: Any, variables: Any, settings: Mapping[str, Any],
+def _run_file(src: str, dst: str, model: Any, variables: Any, card: ModelCard,
               args: argparse.Namespace) -> None:
   tic = time.perf_counter()
   kind = _require_kind(src)
   if _kind(dst) != kind:
     want = ".nii or .nii.gz" if kind == "nifti" else ".npy"
     raise ValueError(f"output {dst} must be a {want} file like the input")
-  source = _read(src, args.spacing)
-  labels, probs, resampled = _segment(model, variables, settings, source.image, source.spacing,
+  source = _read(src, card, args.spacing, args.npy_axes)
+  labels, probs, resampled = _segment(model, variables, card, source.image, source.spacing,
                                       batch_size=args.batch_size, threshold=args.threshold,
                                       mesh=None)
   _write(dst, probs if args.probabilities else labels, source)
   note = ""
   if resampled:
     s = "x".join(f"{v:g}" for v in source.spacing)
-    t = "x".join(f"{v:g}" for v in settings["spacing"])
+    t = "x".join(f"{v:g}" for v in card.spacing)
     note = f", resampled {s} -> {t} mm and back"
   fraction = float(np.count_nonzero(labels)) / labels.size
   print(f"{src} -> {dst}: shape {source.shape}, foreground {fraction:.4f}{note}, "
@@ -531,9 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   from jaxseg.train.checkpoint import load_model  # pylint: disable=import-outside-toplevel
   try:
-    model, variables, metadata = load_model(args.checkpoint)
-    settings = check_metadata(metadata)
+    model, variables, card = load_model(args.checkpoint)
     variables = jax.device_put(variables)
+    _check_model(model, variables, card)
   except Exception as e:  # orbax / nibabel raise many types for a bad checkpoint.
     _fail(f"checkpoint {args.checkpoint}", e)
     return 2
@@ -541,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   status = 0
   for src, dst in jobs:
     try:
-      _run_file(src, dst, model, variables, settings, args)
+      _run_file(src, dst, model, variables, card, args)
     except (ValueError, OSError) as e:
       _fail(src, e)
       status = 2

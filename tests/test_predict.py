@@ -1,16 +1,18 @@
 """Tests of `jaxseg.predict`: the predict CLI and `predict_volume`.
 
-Nothing is trained: models get random variables (drawn with NumPy from the shapes of
-``jax.eval_shape(model.init, ...)``, which is much faster than ``model.init`` on CPU) and are
-exported with ``save_model``. Correctness is checked against ``model.apply`` on the normalised
-slices, and the resampling path against the no-resampling path with a model whose logits are a
-known function of the intensity.
+Nothing is trained: models (UNet2D with sigmoid and softmax outputs, TransUNet, the probabilistic
+3D U-Net) get random variables (drawn with NumPy from the shapes of ``jax.eval_shape(model.init,
+...)``, which is much faster than ``model.init`` on CPU) and are exported with ``save_model`` and
+a :class:`~jaxseg.model_card.ModelCard`. Correctness is checked against ``model.apply`` on the
+normalised slices / volumes, and the resampling path against the no-resampling path with a model
+whose logits are a known function of the intensity.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -28,19 +30,24 @@ from scipy import ndimage, special
 from jaxseg import predict
 from jaxseg.data.pipeline import DATA_AXIS
 from jaxseg.data.preprocess import normalize_intensity
-from jaxseg.models import UNet2D, UNet2DConfig
-from jaxseg.train.checkpoint import save_model
+from jaxseg import inference
+from jaxseg.inference import final_logits
+from jaxseg.model_card import ModelCard, no_normalization, percentile_zscore, scale
+from jaxseg.models import (ProbAttentionUNet3D, ProbUNet3DConfig, TransUNet, TransUNetConfig,
+                           UNet2D, UNet2DConfig)
+from jaxseg.train.checkpoint import load_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 PROMISE_NIFTI = REPO / ".." / "shared" / "data" / "promise12_nifti" / "Case00.nii.gz"
-CLASSES9 = [f"class{i}" for i in range(9)]
+CLASSES9 = tuple(f"class{i}" for i in range(9))
 
 
 def _random_variables(model, channels: int, seed: int):
   """He-normal kernels, small random biases, identity BatchNorm statistics."""
   m = model.size_multiple
+  spatial = tuple(m) if isinstance(m, tuple) else (m, m)
   shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1, m, m, channels), jnp.float32))
+                          jax.ShapeDtypeStruct((1, *spatial, channels), jnp.float32))
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
@@ -57,31 +64,57 @@ def _random_variables(model, channels: int, seed: int):
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def _metadata(**overrides):
-  base = {"spacing": None, "activation": "sigmoid",
-          "normalization": {"kind": "percentile_zscore", "lower": 0.5, "upper": 99.5},
-          "class_names": ["background", "prostate"], "input_channels": 1}
-  return {**base, **overrides}
+def _card(**overrides) -> ModelCard:
+  """A sigmoid 2D card (one T2W channel, percentile z-score), fields overridden."""
+  base = dict(activation="sigmoid", class_names=("background", "prostate"), channels=("T2W",),
+              spacing=None, normalization=(percentile_zscore(),), inference="slices",
+              layout="xyz", info={"study": "test"})
+  base.update(overrides)
+  if "channels" in overrides and "normalization" not in overrides:
+    base["normalization"] = (percentile_zscore(),) * len(base["channels"])
+  return ModelCard(**base)
 
 
+def _softmax_card(names, **overrides) -> ModelCard:
+  return _card(activation="softmax", class_names=tuple(names), **overrides)
+
+
+BPMRI = ("T2W", "DWI", "ADC")
+BPMRI_NORM = (percentile_zscore(), percentile_zscore(), scale(3000.0))
 BINARY_MODEL = UNet2D(UNet2DConfig.tversky(width=0.0625))
 MULTI_MODEL = UNet2D(UNet2DConfig.hierarchical(width=0.0625))
 RGB_MODEL = UNet2D(UNet2DConfig.hierarchical(width=0.0625, num_classes=2))
+TRANSUNET_MODEL = TransUNet(TransUNetConfig.cpu(
+    image_size=32, root_width=4, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=16,
+    head_channels=8, decoder_channels=(8, 4, 4, 4), gn_groups=2))
+PROB3D_MODEL = ProbAttentionUNet3D(ProbUNet3DConfig.cpu(
+    3, 3, filters=(2, 4), strides=((1, 1, 1), (2, 2, 1)), kernel_sizes=((3, 3, 1), (3, 3, 3)),
+    latent_levels=1, se_reduction=2))
+PROB3D_CARD = _softmax_card(("background", "TZ", "PZ"), channels=BPMRI, normalization=BPMRI_NORM,
+                            spacing=(0.5, 0.5, 3.0), inference="volume")
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
   root = tmp_path_factory.mktemp("models")
   out = {}
-  out["binary"] = save_model(
-      root / "binary", model=BINARY_MODEL, variables=_random_variables(BINARY_MODEL, 1, 0),
-      metadata=_metadata(spacing=[1.5, 1.5, 3.0]))
+  binary_vars = _random_variables(BINARY_MODEL, 1, 0)
+  out["binary"] = save_model(root / "binary", model=BINARY_MODEL, variables=binary_vars,
+                             card=_card(spacing=(1.5, 1.5, 3.0)))
+  out["binary_zyx"] = save_model(root / "binary_zyx", model=BINARY_MODEL, variables=binary_vars,
+                                 card=_card(layout="zyx"))
   out["multi"] = save_model(
       root / "multi", model=MULTI_MODEL, variables=_random_variables(MULTI_MODEL, 1, 1),
-      metadata=_metadata(activation="softmax", class_names=CLASSES9, alpha=0.5))
+      card=_softmax_card(CLASSES9, info={"alpha": 0.5}))
   out["rgb"] = save_model(
       root / "rgb", model=RGB_MODEL, variables=_random_variables(RGB_MODEL, 3, 2),
-      metadata=_metadata(activation="softmax", input_channels=3))
+      card=_softmax_card(("background", "prostate"), channels=("R", "G", "B")))
+  out["transunet"] = save_model(
+      root / "transunet", model=TRANSUNET_MODEL,
+      variables=_random_variables(TRANSUNET_MODEL, 1, 3), card=_card())
+  out["prob3d"] = save_model(
+      root / "prob3d", model=PROB3D_MODEL, variables=_random_variables(PROB3D_MODEL, 3, 4),
+      card=PROB3D_CARD)
   return out
 
 
@@ -264,7 +297,8 @@ def test_input_channel_mismatch(ckpts, tmp_path, capsys):
   np.save(tmp_path / "in.npy", _volume((8, 8, 2)))
   rc, _, stderr = _run(capsys, "--checkpoint", ckpts["rgb"], "--input", tmp_path / "in.npy",
                        "--output", tmp_path / "out.npy")
-  _assert_clean_error(rc, stderr, str(tmp_path / "in.npy"), "3-channel", "1 channel")
+  _assert_clean_error(rc, stderr, str(tmp_path / "in.npy"), "3-channel", "(R, G, B)",
+                      "(x, y, z, 3)", "(8, 8, 2)")
 
 
 def test_output_format_must_match_input(ckpts, tmp_path, capsys):
@@ -317,13 +351,13 @@ def test_module_entry_point_error_has_no_traceback(tmp_path):
 def test_predict_volume_equals_model_apply_on_normalised_slices(model, seed):
   variables = _random_variables(model, 1, seed)
   binary = model.config.num_classes == 1
-  metadata = _metadata(spacing=[0.75, 0.75, 3.0], activation="sigmoid" if binary else "softmax",
-                       class_names=None)
+  card = (_card(spacing=(0.75, 0.75, 3.0)) if binary
+          else _softmax_card(CLASSES9, spacing=(0.75, 0.75, 3.0)))
   image = _volume((16, 32, 6), seed=seed)
   # Reference: normalise the whole volume, stack the axial slices, one call of model.apply.
   norm = normalize_intensity(image, lower=0.5, upper=99.5)
   slices = np.moveaxis(norm, 2, 0)[..., None]
-  apply = jax.jit(functools.partial(model.apply, train=False))
+  apply = functools.partial(inference._apply, model)  # jitted model.apply(..., train=False)
   logits = np.moveaxis(np.asarray(apply(variables, slices)), 0, 2)  # (x, y, z, K)
   if binary:
     want_prob = special.expit(logits[..., 0]).astype(np.float32)
@@ -333,18 +367,18 @@ def test_predict_volume_equals_model_apply_on_normalised_slices(model, seed):
     want_labels = np.argmax(logits, axis=-1).astype(np.uint8)
 
   spacing = (0.75, 0.75, 3.0)  # the training spacing: no resampling
-  labels = predict.predict_volume(model, variables, metadata, image, spacing, batch_size=6)
-  prob = predict.predict_volume(model, variables, metadata, image, spacing, batch_size=6,
+  labels = predict.predict_volume(model, variables, card, image, spacing, batch_size=6)
+  prob = predict.predict_volume(model, variables, card, image, spacing, batch_size=6,
                                 probabilities=True)
   np.testing.assert_array_equal(prob, want_prob)
   np.testing.assert_array_equal(labels, want_labels)
   assert labels.dtype == np.uint8 and labels.shape == image.shape
   # spacing=None means "at the training spacing" too.
   np.testing.assert_array_equal(
-      predict.predict_volume(model, variables, metadata, image, None, batch_size=6), labels)
+      predict.predict_volume(model, variables, card, image, None, batch_size=6), labels)
   # Sharded over the 4 test devices (batch rounded up to 8): same result up to float noise.
   mesh = Mesh(np.array(jax.devices()), (DATA_AXIS,))
-  prob_mesh = predict.predict_volume(model, variables, metadata, image, spacing, batch_size=6,
+  prob_mesh = predict.predict_volume(model, variables, card, image, spacing, batch_size=6,
                                      probabilities=True, mesh=mesh)
   np.testing.assert_allclose(prob_mesh, want_prob, atol=1e-5)
 
@@ -352,10 +386,10 @@ def test_predict_volume_equals_model_apply_on_normalised_slices(model, seed):
 def test_sigmoid_threshold_is_applied():
   variables = _random_variables(BINARY_MODEL, 1, 0)
   image = _volume((16, 32, 6), seed=0)
-  prob = predict.predict_volume(BINARY_MODEL, variables, _metadata(), image, None, batch_size=6,
+  prob = predict.predict_volume(BINARY_MODEL, variables, _card(), image, None, batch_size=6,
                                 probabilities=True)
   for threshold in (0.2, 0.5, 0.8):
-    labels = predict.predict_volume(BINARY_MODEL, variables, _metadata(), image, None,
+    labels = predict.predict_volume(BINARY_MODEL, variables, _card(), image, None,
                                     batch_size=6, threshold=threshold)
     np.testing.assert_array_equal(labels, (prob > threshold).astype(np.uint8))
 
@@ -393,15 +427,15 @@ def _ball(shape, spacing, centre_mm, radius_mm):
 def test_resampling_round_trip_keeps_the_segmentation_in_place(num_classes):
   model = _Ramp(_RampConfig(num_classes=num_classes))
   variables = {"params": {"bias": np.zeros((), np.float32)}}
-  metadata = _metadata(spacing=[1.5, 1.5, 3.0], normalization={"kind": "none"}, class_names=None,
-                       activation="sigmoid" if num_classes == 1 else "softmax")
+  card = _card(spacing=(1.5, 1.5, 3.0), normalization=(no_normalization(),),
+               **({} if num_classes == 1 else {"activation": "softmax"}))
   spacing = (1.0, 1.0, 2.0)
   shape = (45, 43, 21)
   image = _ball(shape, spacing, centre_mm=(21.0, 23.5, 20.0), radius_mm=12.0)
   want = (image > 0.5).astype(np.uint8)  # what the "model" segments on the input grid
-  np.testing.assert_array_equal(predict.predict_volume(model, variables, metadata, image, None),
+  np.testing.assert_array_equal(predict.predict_volume(model, variables, card, image, None),
                                 want)
-  got = predict.predict_volume(model, variables, metadata, image, spacing)
+  got = predict.predict_volume(model, variables, card, image, spacing)
   assert got.shape == shape and got.dtype == np.uint8
   # Linear interpolation of the (convex) distance shrinks the ball a little; nothing else moves.
   dice = 2 * np.sum(got & want) / (np.sum(got) + np.sum(want))
@@ -410,59 +444,241 @@ def test_resampling_round_trip_keeps_the_segmentation_in_place(num_classes):
   # of mass agree to a small fraction of a voxel.
   np.testing.assert_allclose(ndimage.center_of_mass(got), ndimage.center_of_mass(want),
                              atol=0.15)
-  prob = predict.predict_volume(model, variables, metadata, image, spacing, probabilities=True)
+  prob = predict.predict_volume(model, variables, card, image, spacing, probabilities=True)
   assert prob.shape == (shape if num_classes == 1 else shape + (2,))
   if num_classes == 2:
     np.testing.assert_allclose(prob.sum(-1), 1.0, atol=1e-5)
 
 
-def test_channel_check_without_metadata_uses_the_parameters():
+
+
+def test_channel_checks_use_the_card_and_the_parameters():
   variables = _random_variables(RGB_MODEL, 3, 2)
-  metadata = _metadata(activation="softmax", input_channels=None, class_names=None)
-  with pytest.raises(ValueError, match="does not accept 1-channel"):
-    predict.predict_volume(RGB_MODEL, variables, metadata, _volume((8, 8, 2)), None)
-  labels = predict.predict_volume(RGB_MODEL, variables, metadata, _volume((8, 8, 2, 3)), None)
+  card = _softmax_card(("background", "prostate"), channels=("R", "G", "B"))
+  with pytest.raises(ValueError, match="3-channel"):
+    predict.predict_volume(RGB_MODEL, variables, card, _volume((8, 8, 2)), None)
+  labels = predict.predict_volume(RGB_MODEL, variables, card, _volume((8, 8, 2, 3)), None)
   assert labels.shape == (8, 8, 2) and labels.max() <= 1
-
-
-# ------------------------------------------------------------------------------------------
-# Metadata.
-# ------------------------------------------------------------------------------------------
-
-
-def test_check_metadata_defaults():
-  settings = predict.check_metadata({"alpha": 0.3})
-  assert set(settings) == set(predict.PREDICT_METADATA_KEYS)
-  assert settings["spacing"] is None and settings["activation"] is None
-  assert settings["normalization"] == {"kind": "percentile_zscore", "lower": 0.5, "upper": 99.5}
-  np.testing.assert_array_equal(predict.check_metadata({"spacing": [1, 2, 3]})["spacing"],
-                                [1.0, 2.0, 3.0])
-
-
-@pytest.mark.parametrize("bad", [
-    {"spacing": [1.0, 1.0]},
-    {"spacing": [1.0, 0.0, 3.0]},
-    {"normalization": {"kind": "minmax"}},
-    {"normalization": {"kind": "percentile_zscore", "lower": 90, "upper": 10}},
-    {"activation": "relu"},
-    {"class_names": "prostate"},
-    {"input_channels": 0},
-])
-def test_check_metadata_rejects(bad):
-  with pytest.raises(ValueError, match="metadata"):
-    predict.check_metadata(bad)
+  # A card that names one channel for a model whose parameters take three.
+  with pytest.raises(ValueError, match="does not accept"):
+    predict.predict_volume(RGB_MODEL, variables, _softmax_card(("background", "prostate")),
+                           _volume((8, 8, 2)), None)
 
 
 def test_predict_volume_rejects_bad_arguments():
   model = _Ramp(_RampConfig())
   variables = {"params": {"bias": np.zeros((), np.float32)}}
   with pytest.raises(ValueError, match="volume"):
-    predict.predict_volume(model, variables, {}, np.zeros((4, 4)), None)
+    predict.predict_volume(model, variables, _card(), np.zeros((4, 4)), None)
   with pytest.raises(ValueError, match="spacing"):
-    predict.predict_volume(model, variables, {"spacing": [1, 1, 1]}, np.zeros((4, 4, 2)),
+    predict.predict_volume(model, variables, _card(spacing=(1, 1, 1)), np.zeros((4, 4, 2)),
                            (1.0, -1.0, 1.0))
-  with pytest.raises(ValueError, match="softmax"):
-    predict.predict_volume(model, variables, {"activation": "softmax"}, np.zeros((4, 4, 2)), None)
-  with pytest.raises(ValueError, match="class_names"):
-    predict.predict_volume(model, variables, {"class_names": ["a", "b", "c"]},
-                           np.zeros((4, 4, 2)), None)
+  with pytest.raises(ValueError, match="output channel"):
+    predict.predict_volume(model, variables, _softmax_card(("a", "b")), np.zeros((4, 4, 2)),
+                           None)
+  with pytest.raises(ValueError, match="ModelCard"):
+    predict.predict_volume(model, variables, {"activation": "sigmoid"}, np.zeros((4, 4, 2)),
+                           None)
+  with pytest.raises(ValueError, match="inference"):
+    predict.predict_volume(PROB3D_MODEL, _random_variables(PROB3D_MODEL, 3, 4),
+                           dataclasses.replace(PROB3D_CARD, inference="slices"),
+                           np.zeros((4, 4, 2, 3)), None)
+
+
+# ------------------------------------------------------------------------------------------
+# Every kind of exported model, end to end (NIfTI in, NIfTI out).
+# ------------------------------------------------------------------------------------------
+
+
+def _apply(model, variables, x):
+  """``model.apply(variables, x, train=False)``, jitted; the same jitted function as prediction's
+  so that a reference call of the same shape costs no second compile (eager TransUNet / 3D
+  U-Net calls take tens of seconds on CPU)."""
+  return inference._apply(model, variables, x)
+
+
+def _reference_labels(model, variables, card, image):
+  """Labels from one direct ``model.apply`` on the normalised, padded slices or volume."""
+  norm = card.normalize(image)
+  m = model.size_multiple
+  mult = tuple(m) if isinstance(m, tuple) else (m, m, 1)
+  pad = [(0, (-n) % k) for n, k in zip(norm.shape[:3], mult)] + [(0, 0)]
+  padded = np.pad(norm, pad, constant_values=norm.min())
+  if card.inference == "slices":
+    out = _apply(model, variables, np.moveaxis(padded, 2, 0))
+    logits = np.moveaxis(np.asarray(final_logits(out)), 0, 2)
+  else:
+    logits = np.asarray(final_logits(_apply(model, variables, padded[None])))[0]
+  logits = logits[:image.shape[0], :image.shape[1], :image.shape[2]]
+  if card.activation == "sigmoid":
+    return (special.expit(logits[..., 0]) > 0.5).astype(np.uint8), logits
+  return np.argmax(logits, -1).astype(np.uint8), logits
+
+
+def _bpmri_volume(shape, seed):
+  rng = np.random.default_rng(seed)
+  t2w = rng.gamma(2.0, 200.0, shape)
+  dwi = rng.gamma(2.0, 20.0, shape)
+  adc = rng.uniform(200.0, 2500.0, shape)
+  return np.stack([t2w, dwi, adc], axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,model,seed,image", [
+    ("binary", BINARY_MODEL, 0, _volume((16, 32, 6), 10)),
+    ("multi", MULTI_MODEL, 1, _volume((20, 12, 5), 11)),  # padded to 32 x 16 slices
+    ("transunet", TRANSUNET_MODEL, 3, _volume((32, 16, 4), 12)),
+    ("prob3d", PROB3D_MODEL, 4, _bpmri_volume((9, 12, 5), 13)),  # padded to 10 x 12 x 5
+])
+def test_every_exported_model_kind_end_to_end(ckpts, tmp_path, capsys, name, model, seed, image):
+  _, variables, card = load_model(ckpts[name])
+  spacing = card.spacing or (0.8, 0.8, 2.5)  # the training spacing: no resampling
+  affine = np.diag([*spacing, 1.0])
+  affine[:3, 3] = [-12.0, 7.0, 30.0]
+  nib.save(nib.Nifti1Image(image, affine), tmp_path / "in.nii.gz")
+  rc, stdout, stderr = _run(capsys, "--checkpoint", ckpts[name], "--input",
+                            tmp_path / "in.nii.gz", "--output", tmp_path / "out.nii.gz")
+  assert rc == 0, stderr
+  assert "resampled" not in stdout
+  got = nib.load(tmp_path / "out.nii.gz")
+  assert got.shape == image.shape[:3] and got.get_data_dtype() == np.uint8
+  np.testing.assert_allclose(got.affine, affine, atol=1e-6)
+  want, logits = _reference_labels(model, _random_variables(model, card.num_channels, seed),
+                                   card, image)
+  np.testing.assert_array_equal(np.asarray(got.dataobj), want)
+  if card.activation == "softmax":  # not a degenerate model: several classes are predicted
+    assert logits.shape[-1] == card.num_outputs and len(np.unique(want)) > 1
+
+
+def test_multi_channel_model_needs_one_channels_last_file(ckpts, tmp_path, capsys):
+  nib.save(nib.Nifti1Image(_volume((8, 8, 2)), np.eye(4)), tmp_path / "t2w.nii.gz")
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["prob3d"], "--input",
+                       tmp_path / "t2w.nii.gz", "--output", tmp_path / "out.nii.gz")
+  _assert_clean_error(rc, stderr, "t2w.nii.gz", "3-channel", "(T2W, DWI, ADC)", "(8, 8, 2)")
+  np.save(tmp_path / "two.npy", _volume((8, 8, 2, 2)))
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["prob3d"], "--input", tmp_path / "two.npy",
+                       "--output", tmp_path / "out.npy")
+  _assert_clean_error(rc, stderr, "two.npy", "3-channel", "(8, 8, 2, 2)")
+  # A (x, y, z, 3) .npy works and gives (x, y, z) labels and (x, y, z, 3) probabilities.
+  np.save(tmp_path / "bpmri.npy", _bpmri_volume((9, 12, 5), 0))  # compiled shape of the e2e test
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["prob3d"], "--input",
+                       tmp_path / "bpmri.npy", "--output", tmp_path / "prob.npy",
+                       "--probabilities")
+  assert rc == 0, stderr
+  prob = np.load(tmp_path / "prob.npy")
+  assert prob.shape == (9, 12, 5, 3) and prob.dtype == np.float32
+  np.testing.assert_allclose(prob.sum(-1), 1.0, atol=1e-5)
+
+
+def test_zyx_npy_directory_round_trip(ckpts, tmp_path, capsys):
+  """PROMISE12-layout (slices, rows, cols) arrays: same names, shapes and slice order out."""
+  src = tmp_path / "in"
+  src.mkdir()
+  rng = np.random.default_rng(0)
+  arrays = {"image_train00.npy": rng.integers(0, 900, (4, 16, 32)).astype(np.int16),
+            "image_train01.npy": rng.integers(0, 900, (3, 20, 12)).astype(np.int16)}
+  for name, array in arrays.items():
+    np.save(src / name, array)
+  rc, stdout, stderr = _run(capsys, "--checkpoint", ckpts["binary_zyx"], "--input", src,
+                            "--output", tmp_path / "out")
+  assert rc == 0, stderr
+  assert sorted(os.listdir(tmp_path / "out")) == sorted(arrays)
+  assert "(4, 16, 32)" in stdout and "(3, 20, 12)" in stdout
+  variables = _random_variables(BINARY_MODEL, 1, 0)
+  for name, array in arrays.items():
+    got = np.load(tmp_path / "out" / name)
+    assert got.shape == array.shape and got.dtype == np.uint8
+    # As datasets/promise12 reads it: volume[x, y, z] = array[z, y, x]; normalised as a whole.
+    norm = normalize_intensity(array.transpose(2, 1, 0), lower=0.5, upper=99.5)
+    m = BINARY_MODEL.size_multiple
+    padded = np.pad(norm, [(0, (-n) % m) for n in norm.shape[:2]] + [(0, 0)],
+                    constant_values=norm.min())
+    # Slice k of the (x, y, z) volume is array[k].T, normalised with the whole volume.
+    logits = np.asarray(_apply(BINARY_MODEL, variables, np.moveaxis(padded, 2, 0)[..., None]))
+    for k in range(array.shape[0]):
+      want = special.expit(logits[k, :norm.shape[0], :norm.shape[1], 0]) > 0.5
+      np.testing.assert_array_equal(got[k], want.T.astype(np.uint8), err_msg=f"{name} {k}")
+
+  # --npy-axes overrides the card's layout, both ways (the two checkpoints share variables).
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input", src, "--output",
+                       tmp_path / "out_override", "--npy-axes", "zyx")
+  assert rc == 0, stderr
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["binary_zyx"], "--input",
+                       src / "image_train00.npy", "--output", tmp_path / "as_xyz.npy",
+                       "--npy-axes", "xyz", "--probabilities")
+  assert rc == 0, stderr
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input",
+                       src / "image_train00.npy", "--output", tmp_path / "xyz.npy",
+                       "--probabilities")
+  assert rc == 0, stderr
+  for name in arrays:
+    np.testing.assert_array_equal(np.load(tmp_path / "out_override" / name),
+                                  np.load(tmp_path / "out" / name))
+  xyz = np.load(tmp_path / "xyz.npy")
+  assert xyz.shape == (4, 16, 32) and xyz.dtype == np.float32
+  np.testing.assert_array_equal(np.load(tmp_path / "as_xyz.npy"), xyz)
+  rc, _, _ = _run(capsys, "--checkpoint", ckpts["binary"], "--input", src, "--output",
+                  tmp_path / "bad", "--npy-axes", "yxz")
+  assert rc == 2  # argparse: invalid choice
+
+
+def test_zyx_softmax_probabilities_keep_the_class_axis_last(tmp_path, capsys):
+  path = save_model(tmp_path / "m", model=MULTI_MODEL,
+                    variables=_random_variables(MULTI_MODEL, 1, 1),
+                    card=_softmax_card(CLASSES9, layout="zyx"))
+  array = _volume((3, 16, 8, 1), seed=5)  # (z, y, x, 1): trailing singleton kept
+  np.save(tmp_path / "in.npy", array)
+  rc, _, stderr = _run(capsys, "--checkpoint", path, "--input", tmp_path / "in.npy", "--output",
+                       tmp_path / "prob.npy", "--probabilities")
+  assert rc == 0, stderr
+  rc, _, stderr = _run(capsys, "--checkpoint", path, "--input", tmp_path / "in.npy", "--output",
+                       tmp_path / "labels.npy")
+  assert rc == 0, stderr
+  prob, labels = np.load(tmp_path / "prob.npy"), np.load(tmp_path / "labels.npy")
+  assert prob.shape == (3, 16, 8, 9) and labels.shape == (3, 16, 8, 1)
+  np.testing.assert_array_equal(np.argmax(prob, -1), labels[..., 0])
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoints and cards.
+# ------------------------------------------------------------------------------------------
+
+
+def test_save_and_load_model_keep_the_card(ckpts, tmp_path):
+  model, _, card = load_model(ckpts["prob3d"])
+  assert model == PROB3D_MODEL and card == PROB3D_CARD
+  spec = json.loads((Path(ckpts["prob3d"]) / "model.json").read_text())
+  assert set(spec) == {"model", "config", "card"} and spec["card"] == PROB3D_CARD.to_json()
+  with pytest.raises(ValueError, match="ModelCard"):
+    save_model(tmp_path / "x", model=BINARY_MODEL, variables={}, card={"activation": "sigmoid"})
+  with pytest.raises(ValueError, match="num_classes"):
+    save_model(tmp_path / "x", model=MULTI_MODEL, variables={}, card=_card())
+  with pytest.raises(ValueError, match="in_channels"):
+    save_model(tmp_path / "x", model=PROB3D_MODEL, variables={},
+               card=dataclasses.replace(PROB3D_CARD, channels=("T2W",),
+                                        normalization=(percentile_zscore(),)))
+
+
+def _edit_model_json(src, dst, edit):
+  import shutil  # pylint: disable=import-outside-toplevel
+  shutil.copytree(src, dst)
+  spec = json.loads((dst / "model.json").read_text())
+  edit(spec)
+  (dst / "model.json").write_text(json.dumps(spec))
+  return dst
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda s: s.update(metadata=s.pop("card")), "no model card"),
+    (lambda s: s["card"].update(activation="relu"), "ModelCard.activation"),
+    (lambda s: s["card"].update(class_names=["background", "a", "b"], activation="softmax"),
+     "num_classes"),
+    (lambda s: s["card"].update(input_channels=1), "unknown keys"),
+    (lambda s: s["card"].update(inference="volume"), "does not accept"),
+])
+def test_bad_model_cards_are_clean_checkpoint_errors(ckpts, tmp_path, capsys, edit, needle):
+  path = _edit_model_json(Path(ckpts["binary"]), tmp_path / "edited", edit)
+  np.save(tmp_path / "in.npy", _volume((8, 8, 2)))
+  rc, _, stderr = _run(capsys, "--checkpoint", path, "--input", tmp_path / "in.npy",
+                       "--output", tmp_path / "out.npy")
+  _assert_clean_error(rc, stderr, "checkpoint", needle)
+  assert not (tmp_path / "out.npy").exists()

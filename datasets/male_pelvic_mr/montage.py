@@ -8,10 +8,11 @@ Usage::
 For each case (one row) the figure shows three axial slices (prostate apex,
 mid-gland, base / seminal vesicles) and a mid-sagittal view through the
 prostate, first the T2-like image alone, then the same panels with the labels
-overlaid in a fixed colormap; a legend names the classes. Axial panels are in
-radiological display (anterior up, patient's right on the viewer's left);
-the sagittal panel has anterior to the right and superior up, drawn at the
-true aspect ratio of the anisotropic voxels.
+overlaid in a fixed colormap; a legend names the classes. Every panel is
+oriented by `jaxseg.report.figures.display_slice` from the case's affine, in
+radiological display: axial panels anterior up with the patient's right on the
+viewer's left, the sagittal panel superior up with anterior on the viewer's
+left, drawn at the true aspect ratio of the anisotropic voxels.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from PIL import Image
 
 from jaxseg.data.phantoms import common
 from jaxseg.data.phantoms import pelvis
+from jaxseg.report import figures
 
 # One fixed colour per class (index = label); background is transparent.
 LABEL_COLOURS = ("#000000", "#ffd700", "#c8b4ff", "#e41a1c", "#00e5ee",
@@ -49,7 +51,11 @@ def _overlay_rgba(label_slice: np.ndarray) -> np.ndarray:
 
 def _views(case: common.PhantomCase) -> list[tuple[str, np.ndarray,
                                                    np.ndarray, float]]:
-  """(title, image 2D, label 2D, aspect) for the 3 axial + 1 sagittal panels."""
+  """(title, image 2D, label 2D, aspect) for the 3 axial + 1 sagittal panels.
+
+  The slices are returned display-ready (`figures.display_slice`, ``imshow``
+  with the default ``origin="upper"``), with the pixel aspect of their voxels.
+  """
   lb = case.label
   sx, sy, sz = case.spacing
   prostate = (lb == pelvis.TZ) | (lb == pelvis.CG)
@@ -61,13 +67,17 @@ def _views(case: common.PhantomCase) -> list[tuple[str, np.ndarray,
   z_mid = int(round(0.5 * (zs[0] + zs[-1])))
   sv = lb == pelvis.SV
   z_base = (int(round(np.nonzero(sv)[2].mean())) if sv.any() else int(zs[-1]))
+  axial = figures.slice_axes(case.affine, slice_axis=2)
+  sagittal = figures.slice_axes(case.affine, slice_axis=0)
   out = []
   for name, k in (("apex", z_apex), ("mid", z_mid), ("base/SV", z_base)):
-    # (x, y) -> rows = y (anterior up after origin='lower'), cols = x flipped
-    # so that +x (patient's right in RAS+) is on the viewer's left.
-    out.append((f"axial z={k} ({name})", case.image[::-1, :, k].T,
-                lb[::-1, :, k].T, sy / sx))
-  out.append((f"sagittal x={cx}", case.image[cx].T, lb[cx].T, sz / sy))
+    out.append((f"axial z={k} ({name})",
+                figures.display_slice(case.image[:, :, k], axial),
+                figures.display_slice(lb[:, :, k], axial),
+                figures.display_aspect((sx, sy), axial)))
+  out.append((f"sagittal x={cx}", figures.display_slice(case.image[cx], sagittal),
+              figures.display_slice(lb[cx], sagittal),
+              figures.display_aspect((sy, sz), sagittal)))
   return out
 
 
@@ -80,19 +90,19 @@ def render_montage(cases: Sequence[common.PhantomCase], out_path: str, *,
   if not cases:
     raise ValueError("cases must not be empty.")
   n = len(cases)
-  fig, axes = plt.subplots(n, 8, figsize=(18.5, 2.75 * n + 0.8),
-                           gridspec_kw=dict(width_ratios=[1, 1, 1, 0.8] * 2))
+  fig, axes = plt.subplots(n, 8, figsize=(18.5, 2.75 * n + 1.0),
+                           gridspec_kw=dict(width_ratios=[1, 1, 1, 0.8] * 2),
+                           layout="constrained")
   axes = np.atleast_2d(axes)
   for r, case in enumerate(cases):
     vmax = float(np.percentile(case.image, 99.5))
     for c, (title, img, lab, aspect) in enumerate(_views(case)):
       for j, overlay in enumerate((False, True)):
         ax = axes[r, c + 4 * j]
-        ax.imshow(img, cmap="gray", vmin=0.0, vmax=vmax, origin="lower",
-                  aspect=aspect, interpolation="nearest")
+        ax.imshow(img, cmap="gray", vmin=0.0, vmax=vmax, aspect=aspect,
+                  interpolation="nearest")
         if overlay:
-          ax.imshow(_overlay_rgba(lab), origin="lower", aspect=aspect,
-                    interpolation="nearest")
+          ax.imshow(_overlay_rgba(lab), aspect=aspect, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(title + (" + labels" if overlay else ""), fontsize=8)
@@ -101,13 +111,12 @@ def render_montage(cases: Sequence[common.PhantomCase], out_path: str, *,
       mpatches.Patch(color=LABEL_COLOURS[k], label=f"{k} {name}")
       for k, name in enumerate(pelvis.PELVIS_CLASS_NAMES) if k > 0
   ]
-  fig.legend(handles=handles, loc="lower center", ncol=len(handles),
+  fig.legend(handles=handles, loc="outside lower center", ncol=len(handles),
              fontsize=9, frameon=False)
   fig.suptitle("Synthetic T2w male-pelvis phantom "
                f"({cases[0].image.shape}, spacing {cases[0].spacing} mm; "
-               "axial: anterior up, R on left; sagittal: anterior right)",
-               fontsize=10)
-  fig.tight_layout(rect=(0, 0.035, 1, 0.97), h_pad=0.4, w_pad=0.2)
+               "axial: anterior up, R on left; sagittal: superior up, "
+               "anterior left)", fontsize=10)
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=dpi)
   plt.close(fig)

@@ -164,10 +164,8 @@ def patch_batches(
     raise ValueError("patch_batches needs at least one volume")
   if not 0.0 <= foreground_prob <= 1.0:
     raise ValueError(f"foreground_prob must be in [0, 1], got {foreground_prob}")
-  if samples_per_epoch is None:
-    samples_per_epoch = (sum(v.label.shape[-1] for v in volumes) if len(patch_shape) == 2
-                         else len(volumes))
-  num_batches = max(1, samples_per_epoch // batch_size)
+  num_batches = batches_per_epoch(volumes, batch_size=batch_size, patch_shape=patch_shape,
+                                  samples_per_epoch=samples_per_epoch)
   rng = epoch_rng(seed, epoch)
   foregrounds = [np.flatnonzero(v.label) for v in volumes]
   order = np.concatenate([rng.permutation(len(volumes))
@@ -184,6 +182,22 @@ def patch_batches(
     batch["image"] = batch["image"].astype(np.float32)
     batch["label"] = batch["label"].astype(np.int32)
     yield batch
+
+
+def batches_per_epoch(volumes: Sequence[Volume], *, batch_size: int, patch_shape: Sequence[int],
+                      samples_per_epoch: int | None = None) -> int:
+  """Number of batches :func:`patch_batches` yields per epoch for these training volumes.
+
+  ``samples_per_epoch`` (default: every axial slice of every volume for a 2D ``patch_shape``,
+  or one sample per volume for 3D patches) rounded down to whole batches, at least one. A
+  learning-rate schedule sized with this counts the training cases only.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if samples_per_epoch is None:
+    samples_per_epoch = (sum(v.label.shape[-1] for v in volumes) if len(patch_shape) == 2
+                         else len(volumes))
+  return max(1, int(samples_per_epoch) // batch_size)
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -38,12 +38,14 @@ from scipy import ndimage
 
 __all__ = [
     "load_nifti",
+    "make_folds",
     "normalize_intensity",
     "resample",
     "resample_affine",
     "resample_case",
     "resampled_shape",
     "split_cases",
+    "split_validation",
     "validate_label",
     "validate_spacing",
 ]
@@ -556,3 +558,45 @@ def validate_label(
     )
   out_dtype = np.uint8 if num_classes <= 256 else np.int32
   return arr.astype(out_dtype)
+
+
+def make_folds(labels: Sequence[int], num_folds: int, *, seed: int) -> list[np.ndarray]:
+  """K folds of case indices, stratified by label (each label's cases dealt round-robin).
+
+  Cases of each label are shuffled with ``np.random.default_rng(seed)`` and dealt to the folds in
+  turn, continuing where the previous label stopped, so fold sizes differ by at most one and each
+  fold gets its share of every label to within one case.
+
+  Returns:
+    ``num_folds`` sorted index arrays, disjoint, together covering ``range(len(labels))``.
+  """
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or labels.size == 0:
+    raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {labels.shape}")
+  if not 2 <= num_folds <= labels.size:
+    raise ValueError(f"num_folds must be in [2, {labels.size}] (the number of cases), got "
+                     f"{num_folds}")
+  rng = np.random.default_rng(seed)
+  folds: list[list[int]] = [[] for _ in range(num_folds)]
+  position = 0
+  for value in np.unique(labels):
+    for index in rng.permutation(np.flatnonzero(labels == value)):
+      folds[position % num_folds].append(int(index))
+      position += 1
+  return [np.sort(np.asarray(f, np.int64)) for f in folds]
+
+
+def split_validation(train: np.ndarray, labels: Sequence[int], fraction: float, *,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Splits a fold's training cases into (training, validation), stratified by label.
+
+  The validation part is one of ``round(1 / fraction)`` stratified folds (:func:`make_folds`) of
+  ``train``: about ``fraction`` of the cases, with each label's share.
+  """
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}")
+  train = np.asarray(train)
+  parts = make_folds(np.asarray(labels)[train], min(len(train), max(2, round(1 / fraction))),
+                     seed=seed)
+  validation = np.sort(train[parts[0]])
+  return np.setdiff1d(train, validation), validation

@@ -10,6 +10,12 @@ undefined Dice, returned as NaN by default (``empty="nan"``) or as 1 (``empty="o
 present in only one of them scores 0. Means over classes or cases must then count the NaNs
 (:func:`nan_mean_with_count`), never drop them silently.
 
+Per-slice Dice (:func:`per_slice_dice`, REFERENCE section 4, the MicroSegNet / TransUNet
+evaluation): a case's Dice is the mean of the Dice of its 2D slices (last axis), not the Dice of
+its pooled voxels; a mean over cases then weighs every case equally. Which slices enter the mean
+is the explicit ``skip_empty_slices`` argument (the original code kept only the slices where both
+masks are non-empty).
+
 The functions are written with ``jax.numpy`` so they run inside ``jit`` on device (the confusion
 matrix of a batch is a cheap reduction) and equally on host NumPy arrays.
 """
@@ -17,11 +23,14 @@ matrix of a batch is a cheap reduction) and equally on host NumPy arrays.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
+
+from jaxseg.metrics.surface import SkipEmpty, _skip_mode
 
 _EMPTY_POLICIES = ("nan", "one")
 
@@ -149,6 +158,130 @@ def dice_per_class(
   """Dice of every class of one case (all positions pooled) -> ``(C,)``; see module doc."""
   return dice_from_confusion(confusion_matrix(predicted, truth, num_classes=num_classes),
                              empty=empty)
+
+
+class SliceDice(NamedTuple):
+  """Per-slice Dice of one case (or of each case of a batch); see :func:`per_slice_dice`.
+
+  A NamedTuple of arrays, so it passes through ``jit``.
+
+  Attributes:
+    value: ``(...)`` float32 case Dice, the mean of ``slice_dice`` over the counted slices; NaN
+      when no slice is counted or a counted slice is undefined.
+    slice_dice: ``(..., z)`` float32 Dice of every slice, whether counted or not: 0 where exactly
+      one mask is empty, NaN (``empty="nan"``) or 1 (``empty="one"``) where both are.
+    counted: ``(..., z)`` bool, True for the slices that entered ``value``.
+  """
+
+  value: jax.Array
+  slice_dice: jax.Array
+  counted: jax.Array
+
+  @property
+  def n_slices(self) -> jax.Array:
+    """``(...)`` number of slices that entered the mean (undefined ones included)."""
+    return jnp.sum(self.counted, axis=-1)
+
+  @property
+  def n_skipped_slices(self) -> jax.Array:
+    """``(...)`` number of slices left out by ``skip_empty_slices``."""
+    return self.counted.shape[-1] - self.n_slices
+
+  @property
+  def n_undefined_slices(self) -> jax.Array:
+    """``(...)`` counted slices whose Dice is NaN (both masks empty, ``empty="nan"``)."""
+    return jnp.sum(self.counted & jnp.isnan(self.slice_dice), axis=-1)
+
+
+def _binary_mask(x: ArrayLike, name: str) -> jax.Array:
+  """``x != 0`` as bool; concrete (non-traced) input must hold only 0 and 1."""
+  if not isinstance(x, jax.core.Tracer):
+    values = np.asarray(x)
+    if values.dtype != bool and not np.all((values == 0) | (values == 1)):
+      bad = np.unique(values[~((values == 0) | (values == 1))])[:5]
+      raise ValueError(f"{name} must be a binary mask (bool or 0/1); threshold probabilities or "
+                       f"select a label first. Found values {bad}")
+  return jnp.asarray(x) != 0
+
+
+def per_slice_dice(
+    prediction: ArrayLike,
+    truth: ArrayLike,
+    *,
+    skip_empty_slices: SkipEmpty = "both",
+    empty: str = "nan",
+) -> SliceDice:
+  r"""Mean over slices of the 2D Dice of binary masks (MicroSegNet / TransUNet evaluation).
+
+  For slices :math:`k` (the last axis) with masks :math:`P_k, G_k` and the set :math:`K` of
+  counted slices,
+
+  .. math::
+     \mathrm{DSC}_k = rac{2 |P_k \cap G_k|}{|P_k| + |G_k|}, \qquad
+     \mathrm{DSC}_{\mathrm{case}} = rac{1}{|K|} \sum_{k \in K} \mathrm{DSC}_k .
+
+  Reference: REFERENCE section 4 ("Dice too is per slice: a case's Dice is the mean of its
+  slices' Dice, not the Dice of its pooled voxels"; the original "skipped slices where
+  prediction or truth is empty -- report both conventions"), i.e. ``calculate_metric_percase``
+  of the MicroSegNet code (Jiang et al., 2024, github.com/mirthAI/MicroSegNet,
+  ``TransUNet/utils.py``), which averages ``medpy.metric.binary.dc`` over the slices where both
+  masks are non-empty; the mean over patients is then taken by the caller. This is not the Dice
+  of the pooled voxels (:func:`dice_per_class`), which weighs large slices more.
+
+  A slice where exactly one mask is empty has Dice 0 (a missed or spurious slice); one where
+  both are empty is undefined: NaN (``empty="nan"``) or 1 (``empty="one"``), the REFERENCE
+  "Conventions" rule. ``skip_empty_slices`` chooses :math:`K`:
+
+  - ``"both"`` (default): slices where both masks are empty are skipped (nothing to measure);
+    missed and spurious slices count as 0.
+  - ``True`` / ``"either"``: only slices where both masks are non-empty count -- the original
+    MicroSegNet convention, which hides missed and spurious slices (report it as such).
+  - ``False`` / ``"none"``: every slice counts; a both-empty slice is ``empty`` (NaN makes the
+    case undefined).
+
+  A case with no counted slice is NaN (the original code divided by zero). Undefined cases must be
+  counted, not dropped, when averaging (:func:`nan_mean_with_count`).
+
+  Args:
+    prediction: binary mask ``(..., x, y, z)`` (bool or 0/1), slices along the last axis;
+      leading axes are cases.
+    truth: binary mask of the same shape.
+    skip_empty_slices: ``"both"``, ``"either"`` (or True) or ``"none"`` (or False), see above;
+      the same modes as :func:`jaxseg.metrics.surface.hd95_per_case` with ``per_slice=True``, so
+      ``"either"`` counts the very slices that its HD95 averages over.
+    empty: ``"nan"`` or ``"one"``, the Dice of a slice where both masks are empty.
+
+  Returns:
+    A :class:`SliceDice` with the case values ``(...)``, the per-slice Dice ``(..., z)`` and the
+    mask of counted slices (``n_slices``, ``n_skipped_slices``, ``n_undefined_slices``).
+
+  Raises:
+    ValueError: shapes differ, fewer than 3 axes, a concrete mask holds values other than 0/1, or
+      an unknown policy.
+  """
+  _check_policy(empty)
+  mode = _skip_mode(skip_empty_slices)
+  p = _binary_mask(prediction, "prediction")
+  t = _binary_mask(truth, "truth")
+  if p.shape != t.shape:
+    raise ValueError(f"prediction {p.shape} and truth {t.shape} differ in shape")
+  if p.ndim < 3:
+    raise ValueError(f"masks must be (..., x, y, z) with slices on the last axis, got {p.shape}")
+  intersection = jnp.sum(p & t, axis=(-3, -2))
+  size_p = jnp.sum(p, axis=(-3, -2))
+  size_t = jnp.sum(t, axis=(-3, -2))
+  denominator = (size_p + size_t).astype(jnp.float32)
+  slice_dice = _ratio(2.0 * intersection.astype(jnp.float32), denominator, empty)
+  if mode == "none":
+    counted = jnp.ones(slice_dice.shape, dtype=bool)
+  elif mode == "both":
+    counted = (size_p > 0) | (size_t > 0)
+  else:
+    counted = (size_p > 0) & (size_t > 0)
+  n = jnp.sum(counted, axis=-1)
+  total = jnp.sum(jnp.where(counted, slice_dice, 0.0), axis=-1)  # a counted NaN propagates
+  value = jnp.where(n > 0, total / jnp.maximum(n, 1).astype(jnp.float32), jnp.nan)
+  return SliceDice(value, slice_dice, counted)
 
 
 def merge_classes(cm: ArrayLike, groups: Sequence[Sequence[int]]) -> jax.Array:

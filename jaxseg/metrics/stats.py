@@ -38,6 +38,8 @@ __all__ = [
     "MeanStd",
     "bootstrap_ci",
     "bootstrap_ci_paired",
+    "bootstrap_ci_runs",
+    "format_estimate",
     "mean_std",
 ]
 
@@ -312,3 +314,88 @@ def mean_std(values: Any, *, ddof: int = 0) -> MeanStd:
   mean = float(defined.mean())
   std = float(defined.std(ddof=ddof)) if n > ddof else np.nan
   return MeanStd(mean, std, n, n_undefined)
+
+
+def bootstrap_ci_runs(
+    values: Any,
+    *,
+    num_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+  """Percentile bootstrap of the mean over runs (seeds) and cases, resampling both.
+
+  ``values[r, i]`` is the metric of case ``i`` under run ``r`` (for example a loss trained with
+  ``R`` seeds, evaluated on ``N`` test cases); NaN marks "undefined". The estimate is the mean of
+  the defined entries. Each resample draws ``N`` cases with replacement (the index matrix of
+  :func:`bootstrap_indices`, so with one run this is exactly :func:`bootstrap_ci` over the
+  cases) and, when ``R > 1``, independently ``R`` runs with replacement (a two-stage bootstrap:
+  Davison & Hinkley, "Bootstrap Methods and their Application", 1997, §3.8); the statistic is the
+  mean of the defined entries of the resampled ``(R, N)`` block. The interval therefore covers
+  the variation between cases *and* between training runs.
+
+  For a paired comparison of two losses pass their difference ``a - b`` (same runs, same cases;
+  NaN where either is undefined).
+
+  Args:
+    values: ``(runs, cases)`` or ``(cases,)`` (one run).
+    num_resamples: number of bootstrap resamples.
+    level: confidence level in (0, 1).
+    seed: seed of the resampling.
+
+  Returns:
+    ``Estimate(value, low, high, n, n_undefined)`` with ``n`` the number of defined entries
+    (runs x cases) and ``n_undefined`` the number of NaN entries. All NaN: NaN estimate, n = 0.
+  """
+  _check_common(num_resamples, level)
+  arr = np.asarray(values, dtype=np.float64)
+  if arr.ndim == 1:
+    arr = arr[None]
+  if arr.ndim != 2 or arr.size == 0:
+    raise ValueError(f"values must be (runs, cases) with at least one entry, got shape "
+                     f"{np.shape(values)}.")
+  if np.isinf(arr).any():
+    raise ValueError("values must be finite or NaN (undefined); got an infinite value.")
+  defined = ~np.isnan(arr)
+  n, n_undefined = int(defined.sum()), int(arr.size - defined.sum())
+  if n == 0:
+    return Estimate(np.nan, np.nan, np.nan, 0, n_undefined)
+  value = float(arr[defined].mean())
+  runs, cases = arr.shape
+  case_idx = bootstrap_indices(cases, num_resamples=num_resamples, seed=seed)
+  run_idx = (np.random.default_rng([seed, 1]).integers(0, runs, size=(num_resamples, runs))
+             if runs > 1 else np.zeros((num_resamples, 1), np.int64))
+  filled = np.where(defined, arr, 0.0)
+  weight = defined.astype(np.float64)
+  # Sum over the resampled block = sum_r sum_i filled[run_idx[b, r], case_idx[b, i]].
+  # Count how often each run and case is drawn, then contract: O(B (R + N) + B R N) at most.
+  run_counts = np.zeros((num_resamples, runs))
+  np.add.at(run_counts, (np.arange(num_resamples)[:, None], run_idx), 1.0)
+  case_counts = np.zeros((num_resamples, cases))
+  np.add.at(case_counts, (np.arange(num_resamples)[:, None], case_idx), 1.0)
+  totals = np.einsum("br,rn,bn->b", run_counts, filled, case_counts)
+  counts = np.einsum("br,rn,bn->b", run_counts, weight, case_counts)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    replicates = totals / counts
+  ok = counts > 0
+  n_bad = int(num_resamples - ok.sum())
+  if not ok.any():
+    return Estimate(value, np.nan, np.nan, n, n_undefined, n_bad)
+  low, high = _percentiles(replicates[ok], level)
+  return Estimate(value, low, high, n, n_undefined, n_bad)
+
+
+def format_estimate(e: Estimate, precision: int = 3, *, signed: bool = False) -> str:
+  """A table cell: ``'0.812 [0.790, 0.833] (n=7)'``, with the undefined count when there is one.
+
+  Every cell says how many values are behind it; ``'undefined (n=0, 3 undef.)'`` when none is
+  defined. ``signed`` writes a leading ``+`` on positive values (differences).
+  """
+  count = f"n={e.n}" + (f", {e.n_undefined} undef." if e.n_undefined else "")
+  if not np.isfinite(e.value):
+    return f"undefined ({count})"
+  sign = "+" if signed else ""
+  p = int(precision)
+  if np.isfinite(e.low) and np.isfinite(e.high):
+    return f"{e.value:{sign}.{p}f} [{e.low:{sign}.{p}f}, {e.high:{sign}.{p}f}] ({count})"
+  return f"{e.value:{sign}.{p}f} ({count})"

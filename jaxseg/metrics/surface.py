@@ -50,7 +50,7 @@ interpolation):
   each surface element by its area).
 - ``hausdorff_distance(method="pooled")``: :math:`P_q(D_{AB} \cup D_{BA})` (medpy
   ``metric.binary.hd95``, used by the MicroSegNet evaluation code; medpy's definition is this one
-  with ``connectivity=1``).
+  with ``connectivity=1``, see "medpy" below).
 - ``percentile=100`` gives the classic Hausdorff distance (both methods agree).
 - ``average_surface_distance``: symmetric mean, pooled :math:`\operatorname{mean}(D_{AB} \cup
   D_{BA})` (MONAI ``symmetric=True``) or ``"mean_directed"``
@@ -58,6 +58,28 @@ interpolation):
 
 Empty masks: when either mask is empty the distances are undefined and every metric returns
 ``NaN``; the per-case API counts them (``n_undefined``) and never drops them silently.
+
+medpy and the MicroSegNet evaluation
+------------------------------------
+medpy's ``metric.binary.hd95(result, reference, voxelspacing, connectivity=1)`` is
+``numpy.percentile(numpy.hstack((d(R -> G), d(G -> R))), 95)`` with ``d(X -> Y)`` read from
+``distance_transform_edt(~border(Y), sampling=voxelspacing)`` at ``border(X)`` and
+``border(X) = X ^ binary_erosion(X, generate_binary_structure(ndim, connectivity))``. SciPy's
+erosion has ``border_value=0`` (outside the image is background) and an eroded mask lies inside
+the mask, so ``border`` is the surface of step 2 with ``connectivity=1`` and the EDT reads the
+directed distances of step 3: medpy's HD95 is ``method="pooled", connectivity=1``, exactly (the
+tests check it against that recipe). Two differences: medpy raises ``RuntimeError`` on an empty
+mask where jaxseg returns ``NaN``, and its default neighbourhood (1, face neighbours) is not
+jaxseg's (full).
+
+MicroSegNet (Jiang et al., 2024, ``TransUNet/utils.py``, ``calculate_metric_percase``; REFERENCE
+section 4) evaluates slice by slice: over the slices where both prediction and truth are
+non-empty it averages ``medpy.metric.binary.hd95`` computed in pixels, times the in-plane
+spacing 0.033586 mm (a percentile with linear interpolation scales with its values, so this is
+the HD95 with spacing ``(s, s)``), and the mean over patients is taken afterwards. That is
+``hd95_per_case(..., **MICROSEGNET_HD95)`` with the in-plane spacing in ``spacing[:2]``; its
+Dice counterpart is ``overlap.per_slice_dice(..., skip_empty_slices="either")``, which counts the
+same slices.
 """
 
 from __future__ import annotations
@@ -66,6 +88,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import types
 from collections.abc import Sequence
 from typing import Callable, Literal, Union
 
@@ -74,6 +97,7 @@ from numpy.typing import ArrayLike
 from scipy import ndimage, spatial
 
 __all__ = [
+    "MICROSEGNET_HD95",
     "SurfaceMetricResult",
     "average_surface_distance",
     "average_surface_distance_per_case",
@@ -91,6 +115,12 @@ _HD_METHODS = ("max_directed", "pooled")
 _ASD_METHODS = ("pooled", "mean_directed")
 _SKIP_MODES = ("none", "both", "either")
 _ALGORITHMS = ("auto", "separable", "edt", "kdtree")
+
+# Keyword arguments of ``hd95_per_case`` that reproduce the MicroSegNet evaluation (module doc,
+# "medpy and the MicroSegNet evaluation"): medpy's pooled percentile on face-connected surfaces,
+# per 2D slice, over the slices where both masks are non-empty.
+MICROSEGNET_HD95 = types.MappingProxyType({
+    "method": "pooled", "connectivity": 1, "per_slice": True, "skip_empty_slices": "either"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -789,6 +819,12 @@ def hd95_per_case(
 
   A case with no slice left is undefined. Undefined cases are NaN in ``values`` and counted in
   ``n_undefined``; nothing is dropped silently.
+
+  The original MicroSegNet / medpy convention (REFERENCE section 4: per slice, "the original
+  skipped slices where prediction or truth is empty", medpy's pooled percentile) is
+  ``hd95_per_case(preds, truths, spacing=..., **MICROSEGNET_HD95)``, i.e. ``method="pooled",
+  connectivity=1, per_slice=True, skip_empty_slices="either"``: the 95th percentile of the pooled
+  set of both directed distances, ``P_95(D_PT u D_TP)``, not ``max(P_95(D_PT), P_95(D_TP))``.
 
   Args:
     preds: stacked array ``(n_cases, *spatial)`` or a sequence of binary masks (shapes may differ

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -49,6 +50,8 @@ def write_matrix_csv(path: str | os.PathLike, matrix: np.ndarray, names: Sequenc
 
 
 def _jsonable(value: Any) -> Any:
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    return _jsonable(dataclasses.asdict(value))
   if isinstance(value, dict):
     return {str(k): _jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):

@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxseg.model_card import ModelCard
+
 
 class Checkpointer:
   """Saves and restores ``(state, metadata)`` pairs, keyed by epoch, in one directory."""
@@ -67,15 +69,33 @@ VARIABLES_DIR = "variables"
 
 
 def save_model(directory: str | os.PathLike, *, model: Any, variables: Any,
-               metadata: dict[str, Any]) -> str:
+               card: ModelCard) -> str:
   """Exports a trained model for inference: ``model.json`` plus an orbax tree of variables.
 
-  ``model.json`` holds the model's registered name and config (see :mod:`jaxseg.models`) and
-  ``metadata``, which should say how inputs were prepared (e.g. ``spacing``, ``normalization``,
-  ``activation``, ``class_names``), so that :func:`load_model` callers such as
-  ``python -m jaxseg.predict`` can reproduce it.
+  ``model.json`` holds ``{"model": registered name, "config": its config, "card":
+  card.to_json()}`` (see :mod:`jaxseg.models` and :class:`jaxseg.model_card.ModelCard`): what
+  :func:`load_model` callers such as ``python -m jaxseg.predict`` need to reproduce the
+  training inputs.
+
+  Args:
+    directory: the export directory (created; an older export there is replaced).
+    model: a model registered in :data:`jaxseg.models.REGISTRY`.
+    variables: its variables.
+    card: the model card; its number of classes (and of input channels, for a config that has
+      ``in_channels``) must match the model's config (:meth:`ModelCard.check_model`).
+
+  Returns:
+    The absolute directory.
+
+  Raises:
+    ValueError: ``card`` is not a :class:`ModelCard`, does not fit the model, or the model is
+      not registered.
   """
   from jaxseg import models  # pylint: disable=import-outside-toplevel
+  if not isinstance(card, ModelCard):
+    raise ValueError(f"card must be a jaxseg.model_card.ModelCard, got {type(card).__name__}; "
+                     f"build one with ModelCard(activation=..., class_names=..., ...)")
+  card.check_model(model)
   directory = os.path.abspath(os.fspath(directory))
   os.makedirs(directory, exist_ok=True)
   name, config = models.describe(model)
@@ -88,17 +108,18 @@ def save_model(directory: str | os.PathLike, *, model: Any, variables: Any,
   checkpointer.wait_until_finished()
   tmp = os.path.join(directory, MODEL_FILE + ".tmp")
   with open(tmp, "w") as f:
-    json.dump({"model": name, "config": config, "metadata": metadata}, f, indent=2)
+    json.dump({"model": name, "config": config, "card": card.to_json()}, f, indent=2)
   os.replace(tmp, os.path.join(directory, MODEL_FILE))
   return directory
 
 
-def load_model(directory: str | os.PathLike) -> tuple[Any, Any, dict[str, Any]]:
-  """Loads ``(model, variables, metadata)`` written by :func:`save_model`.
+def load_model(directory: str | os.PathLike) -> tuple[Any, Any, ModelCard]:
+  """Loads ``(model, variables, card)`` written by :func:`save_model`; the card is validated.
 
   Raises:
     FileNotFoundError: if ``directory`` holds no exported model.
-    ValueError: if ``model.json`` names an unknown model or is malformed.
+    ValueError: if ``model.json`` names an unknown model, is malformed, has no valid model card
+      (e.g. an export from before model cards) or a card that contradicts the model.
   """
   from jaxseg import models  # pylint: disable=import-outside-toplevel
   directory = os.path.abspath(os.fspath(directory))
@@ -109,8 +130,22 @@ def load_model(directory: str | os.PathLike) -> tuple[Any, Any, dict[str, Any]]:
   try:
     with open(path) as f:
       spec = json.load(f)
+    if not isinstance(spec, dict):
+      raise TypeError(f"expected a JSON object, got {type(spec).__name__}")
+    if "card" not in spec:
+      raise ValueError(f"{path} has no model card ('card'; an export from before model cards?); "
+                       f"re-export it with save_model(..., card=ModelCard(...))")
+    unknown = sorted(set(spec) - {"model", "config", "card"})
+    if unknown:
+      raise ValueError(f"{path} has unknown keys {unknown}; expected model, config, card")
     model = models.build(spec["model"], spec["config"])
+    card = ModelCard.from_json(spec["card"])
+    card.check_model(model)
   except (json.JSONDecodeError, KeyError, TypeError) as e:
     raise ValueError(f"malformed {path}: {e}") from e
+  except ValueError as e:
+    if str(e).startswith(path):
+      raise
+    raise ValueError(f"{path}: {e}") from e
   variables = ocp.StandardCheckpointer().restore(os.path.join(directory, VARIABLES_DIR))
-  return model, variables, dict(spec.get("metadata", {}))
+  return model, variables, card

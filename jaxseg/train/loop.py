@@ -29,6 +29,7 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxseg.data.pipeline import data_mesh, replicate, shard_batch
+from jaxseg.train import writers as metric_writers
 from jaxseg.train.checkpoint import Checkpointer
 from jaxseg.train.state import TrainState, create_train_state
 
@@ -201,7 +202,9 @@ class Trainer:
         gone ``patience`` epochs without improving).
       loss_params: pytree of arrays passed to the loss (e.g. ``{"alpha": 1.0}``); in a sweep each
         leaf has a leading axis of size ``num_configs``.
-      workdir: where ``metrics.jsonl`` and ``checkpoints/{latest,best}`` go (``None``: in memory).
+      workdir: where ``metrics.jsonl``, TensorBoard event files (``tensorboard/``, one run per
+        configuration in a sweep: `jaxseg.train.writers`) and ``checkpoints/{latest,best}`` go
+        (``None``: in memory).
       resume: continue from the latest checkpoint in ``workdir`` if there is one.
       log: where to print one line per epoch.
 
@@ -231,6 +234,7 @@ class Trainer:
     start_epoch = 0
 
     latest = best = None
+    tensorboard: list[metric_writers.MetricWriter] = []
     if workdir is not None:
       workdir = os.fspath(workdir)
       # Several processes (jax.distributed) share one workdir: process 0 alone removes old
@@ -238,6 +242,9 @@ class Trainer:
       if (not resume and jax.process_index() == 0
           and os.path.exists(os.path.join(workdir, "checkpoints"))):
         shutil.rmtree(os.path.join(workdir, "checkpoints"))
+      events_dir = os.path.join(workdir, metric_writers.TENSORBOARD_DIR)
+      if not resume and jax.process_index() == 0 and os.path.exists(events_dir):
+        shutil.rmtree(events_dir)
       os.makedirs(workdir, exist_ok=True)
       _sync_processes("jaxseg_fit_workdir_ready")
       latest = Checkpointer(os.path.join(workdir, "checkpoints", "latest"))
@@ -253,6 +260,11 @@ class Trainer:
         history = [[h for h in records if h.get("config", 0) == k] for k in range(k_configs)]
         log(f"[{config.name}] resumed after epoch {start_epoch} from {latest.directory}")
       _write_jsonl(metrics_path, [h for hs in history for h in hs])
+      # Process 0 only, as metrics.jsonl; a resumed run hides the events of the epochs it redoes.
+      tensorboard = [
+          metric_writers.MetricWriter(logdir, purge_step=start_epoch if resume else None,
+                                      enabled=jax.process_index() == 0)
+          for logdir in metric_writers.run_logdirs(workdir, self.num_configs)]
 
     for epoch in range(start_epoch, config.num_epochs):
       tic = time.perf_counter()
@@ -301,6 +313,8 @@ class Trainer:
         # latest checkpoint and drops (then recomputes) the records of later epochs, so no
         # record of an epoch that a checkpoint covers is ever lost.
         _write_jsonl(metrics_path, [h for hs in history for h in hs])
+        for k, writer in enumerate(tensorboard):
+          writer.write_scalars(epoch, metric_writers.epoch_scalars(history[k][-1]))
         if any(improved):
           best.save(epoch, self.stack(best_states), {"epoch": epoch, "best_epoch": best_epoch})
         latest.save(epoch, state, {"epoch": epoch, "best_metric": best_metric,
@@ -312,6 +326,8 @@ class Trainer:
     if latest is not None:
       latest.close()
       best.close()
+    for writer in tensorboard:
+      writer.close()
     results = [FitResult(state=view, best_state=replicate(best_states[k], self.mesh),
                          best_epoch=best_epoch[k], best_metric=sign * best_metric[k],
                          history=history[k])

@@ -8,9 +8,11 @@ import numpy as np
 from experiments import hierarchical
 from jaxseg.train.checkpoint import load_model
 
-TINY = ["--num-cases", "8", "--phantom-shape", "48", "48", "12", "--spacing", "3", "3", "6",
-        "--width", "0.0625", "--epochs", "2", "--search-epochs", "1", "--alphas", "1", "10",
-        "--samples-per-epoch", "16", "--batch-size", "8", "--patch", "32", "32", "--no-progress"]
+TINY = ["--num-cases", "8", "--phantom-shape", "48", "48", "12",
+        "--data.settings.phantom_spacing", "3", "3", "6",
+        "--data.settings.target_spacing", "3", "3", "6", "--width", "0.0625", "--epochs", "2",
+        "--search-epochs", "1", "--alphas", "1", "10", "--samples-per-epoch", "16",
+        "--batch-size", "8", "--patch", "32", "32", "--no-progress"]
 
 
 def test_tiny_run_writes_every_output_and_resumes(tmp_path, monkeypatch):
@@ -22,24 +24,18 @@ def test_tiny_run_writes_every_output_and_resumes(tmp_path, monkeypatch):
                "penalty_matrix.png", "overlay.png", "training_curves.png"):
     assert (out / name).stat().st_size > 0, name
   table = (out / "table.md").read_text()
-  for row in ("bladder", "neurovascular_bundle", "prostate (TZ ∪ CG)", "mean foreground"):
-    assert row in table
-  assert "hierarchical (α = " in table
-
+  for column in ("Dice BL", "Dice NVB", "Dice prostate (TZ ∪ CG)", "mean foreground Dice"):
+    assert column in table
+  assert "| metric | flat | hierarchical α=" in table
+  assert "Penalty matrix: built from the centroids" in table
   saved = json.loads((out / "results.json").read_text())
   assert saved["alpha"] in (1.0, 10.0) and set(saved["alpha_search"]) == {"1", "10"}
+  assert saved["names"] == ["flat", f"hierarchical α={saved['alpha']:g}"]
   assert len(saved["test_cases"]) == 1
-  dice = np.array(saved["test"]["flat"]["dice"], dtype=float)
-  assert dice.shape == (1, 9)
-  assert np.all((dice[~np.isnan(dice)] >= 0) & (dice[~np.isnan(dice)] <= 1))
-  assert len(saved["history"]["flat"]) == 2
-  # The chosen alpha's run continues its 1-epoch search run: 2 epochs, the first one shared.
-  hier = saved["history"]["hierarchical"]
-  assert len(hier) == 2
-  search_log = out / "runs" / f"search_alpha{saved['alpha']:g}" / "metrics.jsonl"
-  first = json.loads(search_log.read_text().splitlines()[0])
-  assert hier[0]["train_loss"] == first["train_loss"]
-
+  for name in saved["names"]:
+    dice = np.asarray(results["values"][name]["mean_foreground_dice"])
+    assert dice.shape == (1, 1) and 0 <= dice[0, 0] <= 1
+    assert len(saved["histories"][name][0]) == 2
   with open(out / "penalty_matrix.csv") as f:
     rows = list(csv.reader(f))
   penalty = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
@@ -47,12 +43,13 @@ def test_tiny_run_writes_every_output_and_resumes(tmp_path, monkeypatch):
   np.testing.assert_allclose(penalty, penalty.T, atol=1e-4)
   assert penalty.max() == 1.0 and np.all(penalty[0] == 0) and penalty[4, 5] == 0
 
-  model, variables, metadata = load_model(out / "models" / "hierarchical")
-  assert metadata["activation"] == "softmax" and metadata["spacing"] == [3.0, 3.0, 6.0]
-  assert model.config.num_classes == 9
+  model, _, card = load_model(out / "models" / "flat")
+  assert card.activation == "softmax" and card.spacing == (3.0, 3.0, 6.0)
+  assert model.config.num_classes == 9 and len(card.class_names) == 9
 
   # Every run finished: resuming loads the checkpoints and reproduces the same test results.
   again = hierarchical.main(TINY + ["--workdir", str(out), "--resume"])
   assert again["alpha"] == results["alpha"]
-  np.testing.assert_array_equal(np.asarray(again["test"]["hierarchical"]["confusion_matrix"]),
-                                np.asarray(results["test"]["hierarchical"]["confusion_matrix"]))
+  for name in saved["names"]:
+    np.testing.assert_array_equal(again["values"][name]["mean_foreground_dice"],
+                                  results["values"][name]["mean_foreground_dice"])

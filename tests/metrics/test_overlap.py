@@ -140,5 +140,139 @@ class SoftConfusionTest(chex.TestCase):
       overlap.soft_confusion_matrix(np.ones((5, 4, 2)) / 2, np.zeros((5, 3), np.int32))
 
 
+def np_per_slice_dice(pred, truth, skip, empty="nan"):
+  """float64 reference from the definition: slice loop, Dice per slice, mean over kept slices."""
+  pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+  values, kept = [], []
+  for k in range(pred.shape[-1]):
+    p, t = pred[..., k], truth[..., k]
+    n_p, n_t = int(p.sum()), int(t.sum())
+    if n_p + n_t == 0:
+      d = np.nan if empty == "nan" else 1.0
+    else:
+      d = 2.0 * np.logical_and(p, t).sum() / (n_p + n_t)
+    values.append(d)
+    kept.append({"none": True, "both": n_p + n_t > 0, "either": n_p > 0 and n_t > 0}[skip])
+  used = [v for v, keep in zip(values, kept) if keep]
+  return (np.mean(used) if used else np.nan), np.array(values), np.array(kept)
+
+
+def microsegnet_case_dice(pred, truth):
+  """The original loop (MicroSegNet ``calculate_metric_percase``), slices on the last axis."""
+  dice, num = 0.0, 0
+  for k in range(pred.shape[-1]):
+    p, t = pred[..., k] > 0, truth[..., k] > 0
+    if p.sum() > 0 and t.sum() > 0:
+      num += 1
+      dice += 2.0 * np.count_nonzero(p & t) / (np.count_nonzero(p) + np.count_nonzero(t))
+  return dice / num
+
+
+class PerSliceDiceTest(chex.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(3)
+    # Two cases of 6 slices with blobs of different sizes; some empty slices on either side.
+    self.truth = rng.random((2, 7, 6, 6)) < np.linspace(0.1, 0.7, 6)
+    self.pred = self.truth ^ (rng.random((2, 7, 6, 6)) < 0.25)
+    self.truth[0, ..., 0] = False                          # spurious prediction
+    self.pred[0, ..., 1] = False                           # missed slice
+    self.pred[1, ..., 2] = self.truth[1, ..., 2] = False   # both empty
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_against_numpy_reference(self):
+    for skip in ("none", "both", "either"):
+      for empty in ("nan", "one"):
+        fn = self.variant(lambda p, t, s=skip, e=empty: overlap.per_slice_dice(
+            p, t, skip_empty_slices=s, empty=e))
+        got = fn(self.pred, self.truth)
+        chex.assert_shape(got.value, (2,))
+        chex.assert_shape((got.slice_dice, got.counted), (2, 6))
+        for case in range(2):
+          value, values, kept = np_per_slice_dice(self.pred[case], self.truth[case], skip, empty)
+          np.testing.assert_allclose(got.value[case], value, rtol=1e-6)
+          np.testing.assert_allclose(got.slice_dice[case], values, rtol=1e-6)
+          np.testing.assert_array_equal(got.counted[case], kept)
+          self.assertEqual(int(got.n_slices[case]), kept.sum())
+          self.assertEqual(int(got.n_skipped_slices[case]), 6 - kept.sum())
+
+  def test_single_case_equals_batch_and_original_loop(self):
+    batch = overlap.per_slice_dice(self.pred, self.truth, skip_empty_slices="either")
+    for case in range(2):
+      one = overlap.per_slice_dice(self.pred[case], self.truth[case], skip_empty_slices=True)
+      np.testing.assert_allclose(one.value, batch.value[case], rtol=1e-6)
+      np.testing.assert_allclose(one.value, microsegnet_case_dice(self.pred[case],
+                                                                  self.truth[case]), rtol=1e-6)
+
+  def test_hand_computed_per_slice_differs_from_pooled(self):
+    # Slice 0: 4x4 square predicted exactly (Dice 1). Slice 1: truth 2x2, prediction 2x2 shifted
+    # by one row and one column, overlap 1 pixel: Dice 2 * 1 / (4 + 4) = 1/4.
+    truth = np.zeros((6, 6, 2), bool)
+    pred = np.zeros((6, 6, 2), bool)
+    truth[1:5, 1:5, 0] = pred[1:5, 1:5, 0] = True
+    truth[1:3, 1:3, 1] = True
+    pred[2:4, 2:4, 1] = True
+    got = overlap.per_slice_dice(pred, truth)
+    np.testing.assert_allclose(got.slice_dice, [1.0, 0.25])
+    np.testing.assert_allclose(got.value, (1.0 + 0.25) / 2)  # 0.625
+    pooled = overlap.dice_per_class(pred.astype(np.int32), truth.astype(np.int32), num_classes=2)
+    np.testing.assert_allclose(pooled[1], 2 * (16 + 1) / (20 + 20))  # 0.85
+    np.testing.assert_allclose(microsegnet_case_dice(pred, truth), 0.625)
+
+  def test_hand_computed_empty_slice_policies(self):
+    # Slices: [Dice 1/2], [both empty], [prediction only], [truth only].
+    truth = np.zeros((4, 4, 4), np.int32)
+    pred = np.zeros((4, 4, 4), np.int32)
+    truth[0, 0:2, 0] = 1
+    pred[0, 1:3, 0] = 1   # overlap 1 of 2 + 2
+    pred[2, 2, 2] = 1
+    truth[3, 3, 3] = 1
+    run = lambda **kw: overlap.per_slice_dice(pred, truth, **kw)
+    got = run(skip_empty_slices="none")
+    self.assertTrue(np.isnan(got.value))
+    np.testing.assert_allclose(got.slice_dice, [0.5, np.nan, 0.0, 0.0])
+    self.assertEqual((int(got.n_slices), int(got.n_undefined_slices)), (4, 1))
+    got = run(skip_empty_slices=False, empty="one")
+    np.testing.assert_allclose(got.value, (0.5 + 1 + 0 + 0) / 4)
+    self.assertEqual(int(got.n_undefined_slices), 0)
+    got = run()  # default "both": skip the both-empty slice, missed / spurious slices score 0
+    np.testing.assert_allclose(got.value, 0.5 / 3)
+    np.testing.assert_array_equal(got.counted, [True, False, True, True])
+    self.assertEqual((int(got.n_slices), int(got.n_skipped_slices)), (3, 1))
+    for skip in ("either", True):  # MicroSegNet: only the slice with both masks
+      got = run(skip_empty_slices=skip)
+      np.testing.assert_allclose(got.value, 0.5)
+      np.testing.assert_array_equal(got.counted, [True, False, False, False])
+      self.assertEqual(int(got.n_skipped_slices), 3)
+
+  def test_no_counted_slice_is_undefined(self):
+    truth = np.zeros((3, 3, 2), bool)
+    truth[1, 1, :] = True
+    got = overlap.per_slice_dice(np.zeros_like(truth), truth, skip_empty_slices="either")
+    self.assertTrue(np.isnan(got.value))
+    self.assertEqual(int(got.n_slices), 0)
+    got = overlap.per_slice_dice(np.zeros_like(truth), np.zeros_like(truth))
+    self.assertTrue(np.isnan(got.value))
+    self.assertEqual(int(got.n_skipped_slices), 2)
+    got = overlap.per_slice_dice(np.zeros_like(truth), truth)  # missed everywhere: 0, defined
+    self.assertEqual(float(got.value), 0.0)
+
+  def test_validation(self):
+    m = np.zeros((3, 3, 2), bool)
+    with self.assertRaisesRegex(ValueError, "shape"):
+      overlap.per_slice_dice(m, m[:2])
+    with self.assertRaisesRegex(ValueError, "last axis"):
+      overlap.per_slice_dice(m[..., 0], m[..., 0])
+    with self.assertRaisesRegex(ValueError, "binary"):
+      overlap.per_slice_dice(np.full(m.shape, 0.5), m)
+    with self.assertRaisesRegex(ValueError, "binary"):
+      overlap.per_slice_dice(m, np.full(m.shape, 255))
+    with self.assertRaisesRegex(ValueError, "skip_empty_slices"):
+      overlap.per_slice_dice(m, m, skip_empty_slices="some")
+    with self.assertRaisesRegex(ValueError, "empty"):
+      overlap.per_slice_dice(m, m, empty="zero")
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxseg.metrics import surface
+from jaxseg.metrics import overlap, surface
 
 # ---------------------------------------------------------------------------------------------
 # Independent reference: surface by explicit neighbour checks, distances from all pairs.
@@ -647,6 +647,105 @@ def test_per_case_3d_counts_undefined_and_accepts_layouts():
   asd = surface.average_surface_distance_per_case(preds, truths, spacing=spacing)
   assert asd.n_undefined == 1
   assert asd.values[0] == pytest.approx(_ref_asd(preds[0], truths[0], spacing, "pooled"))
+
+
+# ---------------------------------------------------------------------------------------------
+# medpy / MicroSegNet convention.
+
+
+def _ref_medpy_hd95(a, b, spacing=None):
+  """medpy ``metric.binary.hd95`` from its definition: XOR-erosion borders with the face
+  (connectivity-1) structure, EDT of the complement of the other border, pooled percentile."""
+  a, b = np.asarray(a, bool), np.asarray(b, bool)
+  footprint = ndimage.generate_binary_structure(a.ndim, 1)
+  border_a = a ^ ndimage.binary_erosion(a, structure=footprint, iterations=1)
+  border_b = b ^ ndimage.binary_erosion(b, structure=footprint, iterations=1)
+  d_ab = ndimage.distance_transform_edt(~border_b, sampling=spacing)[border_a]
+  d_ba = ndimage.distance_transform_edt(~border_a, sampling=spacing)[border_b]
+  return np.percentile(np.hstack((d_ab, d_ba)), 95)
+
+
+def _ref_microsegnet_hd95(pred, truth, s):
+  """The original per-slice loop: medpy hd95 in pixels over slices with both masks, times s."""
+  total, num = 0.0, 0
+  for k in range(pred.shape[-1]):
+    if pred[..., k].sum() > 0 and truth[..., k].sum() > 0:
+      num += 1
+      total += _ref_medpy_hd95(pred[..., k], truth[..., k])
+  return total * s / num
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_pooled_face_connectivity_is_medpy_hd95(ndim):
+  rng = np.random.default_rng(20 + ndim)
+  shape = (13, 11) if ndim == 2 else (8, 9, 5)
+  spacing = (0.3, 0.8) if ndim == 2 else (0.4, 0.7, 2.5)
+  for i in range(5):
+    a, b = _random_mask(rng, shape), _random_mask(rng, shape)
+    if i == 0:
+      a[0, :] = b[:, -1] = True  # touching the image border
+    want = _ref_medpy_hd95(a, b, spacing)
+    assert want == pytest.approx(_ref_hd(a, b, spacing, 95, "pooled", 1), rel=1e-12)
+    got = surface.hausdorff_distance(a, b, spacing=spacing, method="pooled", connectivity=1)
+    assert got == pytest.approx(want, rel=1e-12)
+    np.testing.assert_array_equal(
+        surface.surface_voxels(a, connectivity=1),
+        a ^ ndimage.binary_erosion(a, structure=ndimage.generate_binary_structure(ndim, 1)))
+
+
+def test_microsegnet_convention_hand_computed():
+  # Slice 0: A one pixel, B a 1-pixel-wide segment of 10 starting at A (all its pixels are
+  # surface): D_AB = [0], D_BA = [0, 1, ..., 9] s. Pooled [0, 0, 1, ..., 9]: position 9.5 -> 8.5 s;
+  # max of the directed P95: position 8.55 of [0..9] -> 8.55 s. Slice 1: identical masks (0).
+  # Slice 2: truth only; slice 3: both empty -- both skipped by the original rule.
+  s = 0.033586
+  pred = np.zeros((5, 14, 4), bool)
+  truth = np.zeros((5, 14, 4), bool)
+  pred[2, 2, 0] = True
+  truth[2, 2:12, 0] = True
+  pred[1:4, 3:8, 1] = truth[1:4, 3:8, 1] = True
+  truth[1:3, 1:3, 2] = True
+  spacing = (s, s, 2.0)
+  r = surface.hd95_per_case([pred], [truth], spacing=spacing, **surface.MICROSEGNET_HD95)
+  assert r.values[0] == pytest.approx((8.5 * s + 0.0) / 2, rel=1e-12)
+  assert r.values[0] == pytest.approx(_ref_microsegnet_hd95(pred, truth, s), rel=1e-12)
+  np.testing.assert_array_equal(r.n_slices, [2])
+  np.testing.assert_array_equal(r.n_skipped_slices, [2])
+  np.testing.assert_array_equal(r.n_undefined_slices, [0])
+  kw = {**surface.MICROSEGNET_HD95, "method": "max_directed"}
+  r_max = surface.hd95_per_case([pred], [truth], spacing=spacing, **kw)
+  assert r_max.values[0] == pytest.approx((8.55 * s + 0.0) / 2, rel=1e-12)
+  # Not skipping the truth-only slice makes the case undefined (REFERENCE default rule).
+  kw = {**surface.MICROSEGNET_HD95, "skip_empty_slices": "both"}
+  r_both = surface.hd95_per_case([pred], [truth], spacing=spacing, **kw)
+  assert math.isnan(r_both.values[0]) and r_both.n_undefined_slices[0] == 1
+  with pytest.raises(TypeError):
+    surface.MICROSEGNET_HD95["method"] = "max_directed"  # read-only preset
+
+
+def test_microsegnet_convention_matches_original_loop_and_dice_slices():
+  rng = np.random.default_rng(31)
+  s = 0.25
+  preds, truths = [], []
+  for _ in range(3):
+    pred = np.stack([_random_mask(rng, (12, 10)) for _ in range(5)], axis=-1)
+    truth = np.stack([_random_mask(rng, (12, 10)) for _ in range(5)], axis=-1)
+    pred[..., 1] = False
+    truth[..., 3] = False
+    preds.append(pred)
+    truths.append(truth)
+  r = surface.hd95_per_case(preds, truths, spacing=(s, s, 3.0), **surface.MICROSEGNET_HD95)
+  for i in range(3):
+    assert r.values[i] == pytest.approx(_ref_microsegnet_hd95(preds[i], truths[i], s), rel=1e-12)
+    dice = overlap.per_slice_dice(preds[i], truths[i], skip_empty_slices="either")
+    assert int(dice.n_slices) == r.n_slices[i] == 3
+  # Anisotropic in-plane spacing: medpy with voxelspacing on each slice.
+  sp = (0.2, 0.45, 3.0)
+  r = surface.hd95_per_case(preds, truths, spacing=sp, **surface.MICROSEGNET_HD95)
+  for i in range(3):
+    want = np.mean([_ref_medpy_hd95(preds[i][..., k], truths[i][..., k], sp[:2])
+                    for k in (0, 2, 4)])
+    assert r.values[i] == pytest.approx(want, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -147,10 +147,7 @@ _VARS = _init(_MODEL, _IMAGES, _LABELS, train=True)
 _DET_MODEL = ProbAttentionUNet3D(ProbUNet3DConfig.cpu(num_classes=_CLASSES, latent_levels=0,
                                                       dropout_rate=0.0, final_dropout_rate=0.0))
 _DET_VARS = _init(_DET_MODEL, _IMAGES, seed=1)
-# XLA:CPU spends most of a compile in LLVM's optimiser; level 0 halves it and is plenty for tests.
-_FAST_COMPILE = {"xla_backend_optimization_level": 0}
-_MC = jax.jit(functools.partial(mc_predict, _MODEL, num_samples=3),
-              compiler_options=_FAST_COMPILE)
+_MC = jax.jit(functools.partial(mc_predict, _MODEL, num_samples=3))
 
 
 def _apply(images=_IMAGES, labels=None, key=None, model=_MODEL, variables=_VARS, **kwargs):
@@ -465,8 +462,7 @@ class ModelTest(chex.TestCase):
     self.assertGreater(float(jnp.max(jnp.abs(other - mean))), 1e-4)
 
   def test_mc_predict_variance_vanishes_without_randomness(self):
-    mc = jax.jit(functools.partial(mc_predict, _DET_MODEL, num_samples=2),
-                 compiler_options=_FAST_COMPILE)
+    mc = jax.jit(functools.partial(mc_predict, _DET_MODEL, num_samples=2))
     mean, var = mc(_DET_VARS, _IMAGES, jax.random.key(0))
     np.testing.assert_array_equal(var, np.zeros_like(var))
     deterministic = _softmax(np.float64(_DET_MODEL.apply(_DET_VARS, _IMAGES)["logits"]))
@@ -494,8 +490,8 @@ class ModelTest(chex.TestCase):
       out = model.apply({"params": params}, _IMAGES, _LABELS, train=True, rngs={"dropout": key})
       return jnp.mean(out["logits"] ** 2) + jnp.mean(out["kl"]), out
 
-    run = lambda model: jax.jit(jax.value_and_grad(functools.partial(loss, model), has_aux=True),
-                                compiler_options=_FAST_COMPILE)(_VARS["params"])
+    run = lambda model: jax.jit(jax.value_and_grad(functools.partial(loss, model),
+                                                   has_aux=True))(_VARS["params"])
     (value_a, out_a), grad_a = run(_MODEL)
     (value_b, out_b), grad_b = run(xla)
     np.testing.assert_allclose(out_a["logits"], out_b["logits"], rtol=1e-4, atol=1e-5)
@@ -503,7 +499,7 @@ class ModelTest(chex.TestCase):
     chex.assert_trees_all_close(grad_a, grad_b, rtol=1e-3, atol=1e-5)
 
   def test_gradients_are_finite(self):
-    @functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
+    @jax.jit
     def grads(params, key):
       def loss(p):
         out = _MODEL.apply({"params": p}, _IMAGES, _LABELS, train=True, rngs={"dropout": key})

@@ -5,12 +5,12 @@ them their own number of host devices, or start several of them as one ``jax.dis
 They all get the environment of :func:`worker_env`:
 
 * ``JAX_PLATFORMS=cpu`` and ``--xla_force_host_platform_device_count`` set per worker;
-* ``--xla_backend_optimization_level=0``: XLA's LLVM backend skips its optimisation passes, which
-  makes compiling the tiny test models several times faster on CPU (threefry random-number code in
-  particular) -- the programs, shardings and collectives are the same, and every comparison in
-  these tests is between runs compiled with the same flags;
+* the fast-compile settings of the test suite (tests/conftest.py: ``XLA_FLAGS`` with
+  ``--xla_backend_optimization_level=0``), inherited from the environment, so workers and the
+  test process compile with the same flags;
 * a persistent compilation cache shared by the workers of one test session (:func:`session_dir`),
-  so that only the first worker of a kind pays for compilation.
+  that keeps every program (not only those that take 0.5 s, as the suite's cache does), so that
+  only the first worker of a kind pays for compilation.
 
 :func:`uninterrupted_run` is the reference training run of the SIGKILL and multi-process tests,
 computed once per test session (under a file lock, so pytest-xdist workers share it).
@@ -63,12 +63,10 @@ def locked(path: str | os.PathLike):
 
 def worker_env(cache_dir: str | os.PathLike | None, *, devices: int) -> dict[str, str]:
   """Environment of a worker with ``devices`` host CPU devices (see the module docstring)."""
-  env = dict(os.environ)
+  env = dict(os.environ)  # with the suite's XLA_FLAGS (tests/conftest.py)
   flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if not f.startswith(("--xla_force_host_platform_device_count",
-                                "--xla_backend_optimization_level"))]
-  flags += [f"--xla_force_host_platform_device_count={devices}",
-            "--xla_backend_optimization_level=0"]
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  flags.append(f"--xla_force_host_platform_device_count={devices}")
   env["XLA_FLAGS"] = " ".join(flags)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")

@@ -58,12 +58,15 @@ def setup(name: str, rng) -> tuple[Any, Any, Callable, Any, Callable, list[dict]
   image_only = lambda batch: (batch["image"],)  # the Trainer's default model inputs
   batches = []
   if name == "transunet":
-    from experiments import adaptive_focal  # pylint: disable=import-outside-toplevel
+    from experiments import adaptive_focal, runner  # pylint: disable=import-outside-toplevel
     from jaxseg.models.transunet import TransUNet, TransUNetConfig  # pylint: disable=import-outside-toplevel
     model = TransUNet(TransUNetConfig.cpu(image_size=32, num_layers=1))
     tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.01, momentum=0.9))
-    loss_fn = adaptive_focal.make_loss_fn(4.0)
-    params = {"select": np.full(3, 1 / 3, np.float32)}
+    loss_fn, params = runner.sweep_loss([
+        runner.LossConfig("focal", adaptive_focal.focal),
+        runner.LossConfig("AG-BCE", adaptive_focal.ag_bce, {"hard_weight": 4.0}),
+        runner.LossConfig("adaptive focal", adaptive_focal.adaptive_focal)])
+    params = {**params[0], "select": np.full(3, 1 / 3, np.float32)}  # every loss contributes
     inputs = image_only
     for _ in range(3):
       expert = _binary_blobs(rng, (32, 32))
@@ -71,29 +74,33 @@ def setup(name: str, rng) -> tuple[Any, Any, Callable, Any, Callable, list[dict]
       image = (expert + rng.normal(size=expert.shape) * 0.3).astype(np.float32)[..., None]
       batches.append({"image": image, "label": expert, "non_expert": non_expert})
   elif name == "prob_unet3d":
-    from experiments import anatomical_vs_diagnostic as avd  # pylint: disable=import-outside-toplevel
+    import jax  # pylint: disable=import-outside-toplevel
+    from experiments import anatomical_vs_diagnostic as avd, runner  # pylint: disable=import-outside-toplevel
     from jaxseg.data.distance import signed_distance_maps  # pylint: disable=import-outside-toplevel
     from jaxseg.models.prob_unet3d import ProbAttentionUNet3D, ProbUNet3DConfig  # pylint: disable=import-outside-toplevel
-    task = avd.TASK_SPECS["anatomical"]
-    model = ProbAttentionUNet3D(ProbUNet3DConfig.cpu(task.num_classes, 1))
+    task = avd.TASKS["anatomical"]
+    num_classes = len(task.class_names)
+    model = ProbAttentionUNet3D(ProbUNet3DConfig.cpu(num_classes, 1))
     tx = optax.sgd(1e-3, momentum=0.9)
-    loss_fn = avd.make_loss_fn(task, beta=10.0)
-    params = {"select": np.full(4, 1 / 4, np.float32)}
-    inputs = avd.model_inputs(task.num_classes)
+    loss_fn, params = runner.sweep_loss(avd.losses(task, 10.0))
+    params = {**params[0], "select": np.full(4, 1 / 4, np.float32)}  # every loss contributes
+    inputs = lambda batch: (batch["image"], jax.nn.one_hot(batch["label"], num_classes))
     for _ in range(3):
       label = _binary_blobs(rng, (16, 16, 4))
       label[:, :, 8:] *= 2  # TZ left, PZ right
-      sdm = np.stack([signed_distance_maps(l, task.num_classes, spacing=(2.0, 2.0, 4.0))
+      sdm = np.stack([signed_distance_maps(l, num_classes, spacing=(2.0, 2.0, 4.0))
                       for l in label]).astype(np.float32)
       image = (label + rng.normal(size=label.shape) * 0.3).astype(np.float32)[..., None]
       batches.append({"image": image, "label": label, "sdm": sdm})
   elif name == "unet2d_bn":
-    from experiments import tversky  # pylint: disable=import-outside-toplevel
+    from experiments import runner, tversky  # pylint: disable=import-outside-toplevel
     from jaxseg.models.unet2d import UNet2D, UNet2DConfig  # pylint: disable=import-outside-toplevel
     model = UNet2D(UNet2DConfig.tversky(width=0.0625))
     tx = optax.sgd(1e-2, momentum=0.9)
-    loss_fn = tversky.loss_fn
-    params = {"bce": np.float32(0.5), "alpha": np.float32(0.75), "beta": np.float32(0.25)}
+    loss_fn, params = runner.sweep_loss([
+        runner.LossConfig("BCE", tversky.bce),
+        runner.LossConfig("Tversky", tversky.make_tversky(1.0), {"alpha": 0.75, "beta": 0.25})])
+    params = {**params[0], "select": np.full(2, 0.5, np.float32)}  # both losses contribute
     inputs = image_only
     for _ in range(3):
       label = _binary_blobs(rng, (32, 32))

@@ -1,0 +1,187 @@
+"""The comparison runner: config validation, command line, summaries, and the fixed defects."""
+
+import types
+
+import numpy as np
+import pytest
+
+from experiments import adaptive_focal, runner, tversky
+from experiments.configs import anatomical_vs_diagnostic as avd_config
+from experiments.configs import tversky as tversky_config
+from jaxseg.data.pipeline import Volume
+from jaxseg.errors import ConfigError
+from jaxseg.metrics import stats
+
+
+def _cfg(**train):
+  cfg = tversky_config.get_config("cpu")
+  cfg.train.update(**train)
+  return cfg
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("epochs", 0, "train.epochs = 0"), ("epochs", -3, "train.epochs = -3"),
+    ("batch_size", 0, "train.batch_size = 0"), ("batch_size", 6, "multiple of the 4 devices"),
+    ("foreground_prob", 1.5, "probability in [0, 1]"), ("schedule", "step", "'constant'"),
+])
+def test_validate_config_names_field_value_and_allowed(field, value, words):
+  with pytest.raises(ConfigError, match=None) as e:
+    runner.validate_config(_cfg(**{field: value}))
+  assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_setting_the_dataset_does_not_have():
+  cfg = tversky_config.get_config("cpu")
+  cfg.data.source = "promise12"
+  cfg.data.settings.num_cases = 5
+  with pytest.raises(ConfigError) as e:
+    runner.validate_config(cfg)
+  assert "data.settings.num_cases" in str(e.value) and "promise12/preprocessed" in str(e.value)
+
+
+@pytest.mark.parametrize("flags", [["--epochs", "0"], ["--batch-size", "0"],
+                                   ["--epochs", "-3"], ["--data", "nowhere"]])
+def test_bad_flags_stop_before_any_work_with_one_line(flags, capsys, tmp_path):
+  with pytest.raises(SystemExit) as e:
+    tversky.main(flags + ["--workdir", str(tmp_path / "out")])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("python -m experiments.tversky: error:"), err
+  assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_help_shows_preset_values_and_meaning(capsys):
+  with pytest.raises(SystemExit) as e:
+    tversky.main(["--help"])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  assert "--train.epochs" in out and "--epochs" in out and "[8]" in out
+  assert "number of training epochs" in out
+  assert "--data.settings.num_cases" in out and "[40]" in out
+
+
+def test_overrides_parse_to_typed_values():
+  cfg, _ = runner.parse(["--epochs", "3", "--alphas", "0.3", "0.7", "--train.patch", "32", "32",
+                         "--data.settings.num_cases", "6", "--train.patience", "2"],
+                        prog="x", config="experiments.configs.tversky", description="")
+  assert cfg.train.epochs == 3 and cfg.alphas == (0.3, 0.7) and cfg.train.patch == (32, 32)
+  assert cfg.data.settings.num_cases == 6 and cfg.train.patience == 2
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_schedule_length_counts_training_cases_only(monkeypatch):
+  cfg = tversky_config.get_config("cpu")
+  cfg.train.update(samples_per_epoch=None, batch_size=8, epochs=5, schedule="cosine",
+                   final_learning_rate=1e-7)
+  seen = {}
+
+  def fake_optimizer(t, total_steps):
+    seen["total"] = total_steps
+    raise _Stop
+
+  monkeypatch.setattr(runner, "_optimizer", fake_optimizer)
+  cmp = runner.Comparison(cfg, tversky.STUDY)
+  train = [_volume(np.ones((64, 64, 16)), f"t{i}") for i in range(3)]       # 48 slices
+  validation = [_volume(np.ones((64, 64, 16)), f"v{i}") for i in range(5)]  # 80 more slices
+  with pytest.raises(_Stop):
+    cmp.train(tversky.STUDY.configurations(cmp), runner.Fold(train, validation, []), name="x")
+  assert seen["total"] == 48 // 8 * 5
+
+
+def test_paper_presets_resolve_and_validate():
+  from experiments.configs import adaptive_focal as af_config
+  from experiments.configs import hierarchical as hi_config
+  for module in (tversky_config, af_config, hi_config, avd_config):
+    cfg = module.get_config("paper")
+    cfg.train.batch_size = 4 * max(1, cfg.train.batch_size // 4)
+    runner.validate_config(cfg)
+  assert avd_config.get_config("paper").train.epochs == 100
+
+
+def _binary_cmp(threshold=0.5):
+  cfg = types.SimpleNamespace(model=types.SimpleNamespace(activation="sigmoid",
+                                                          class_names=("bg", "fg")),
+                              eval=types.SimpleNamespace(threshold=threshold,
+                                                         num_resamples=500),
+                              seed=0)
+  return types.SimpleNamespace(cfg=cfg)
+
+
+def _volume(label, case_id="c", **extras):
+  label = np.asarray(label, np.int32)
+  return Volume(image=np.zeros(label.shape, np.float32), label=label, spacing=(1.0,) * label.ndim,
+                case_id=case_id, extras=extras)
+
+
+def test_tversky_empty_prediction_is_undefined_precision_and_f1_uses_the_same_cases():
+  # Three cases; the model predicts nothing on the third.
+  truths = [np.zeros((4, 4, 1), np.int32) for _ in range(3)]
+  for t in truths:
+    t[:2, :2, 0] = 1
+  preds = [np.zeros((4, 4, 1)) for _ in range(3)]
+  preds[0][:2, :2, 0] = 0.9                       # perfect
+  preds[1][:2, :1, 0] = 0.9                       # precision 1, recall 0.5
+  volumes = [_volume(t, f"c{i}") for i, t in enumerate(truths)]
+  cmp, study = _binary_cmp(), tversky.Tversky()
+  values = study.case_metrics(cmp, runner.Predictions(preds), volumes)
+  np.testing.assert_allclose(values["recall"], [1.0, 0.5, 0.0])
+  assert np.isnan(values["precision"][2])
+  p = stats.bootstrap_ci_runs(values["precision"], num_resamples=200)
+  assert (p.n, p.n_undefined) == (2, 1)
+  assert "n=2, 1 undef." in stats.format_estimate(p)
+  f1 = study.study_statistics(cmp, runner.Predictions(preds), volumes, values)["f1"]
+  # F1 of the mean precision (1.0) and mean recall (0.75) over the 2 cases where both are defined.
+  np.testing.assert_allclose(f1.value, 2 * 1.0 * 0.75 / 1.75)
+  assert (f1.n, f1.n_undefined) == (2, 1)
+
+
+def test_adaptive_focal_dice_is_per_slice_then_per_patient():
+  truth = np.zeros((8, 8, 2), np.int32)
+  truth[:, :, 0] = 1                 # a large slice
+  truth[:2, :2, 1] = 1               # a small slice
+  pred = truth.astype(float) * 0.9
+  pred[:2, :2, 1] = 0.0
+  pred[2:4, 2:4, 1] = 0.9            # the small slice is missed: its Dice is 0
+  volume = _volume(truth, non_expert=truth.copy())
+  cmp = _binary_cmp()
+  values = adaptive_focal.AdaptiveFocal().case_metrics(cmp, runner.Predictions([pred]), [volume])
+  np.testing.assert_allclose(values["dice"], [0.5])            # mean of slices 1.0 and 0.0
+  np.testing.assert_allclose(values["dice_pooled"], [2 * 64 / (68 + 68)])
+
+
+def test_bootstrap_ci_runs_one_run_is_bootstrap_ci_and_two_runs_widen():
+  rng = np.random.default_rng(0)
+  x = rng.random(12)
+  a = stats.bootstrap_ci_runs(x, num_resamples=500, seed=3)
+  b = stats.bootstrap_ci(x, num_resamples=500, seed=3)
+  np.testing.assert_allclose([a.value, a.low, a.high], [b.value, b.low, b.high])
+  two = np.stack([x, x + 0.5])
+  c = stats.bootstrap_ci_runs(two, num_resamples=500, seed=3)
+  np.testing.assert_allclose(c.value, x.mean() + 0.25)
+  assert c.high - c.low > a.high - a.low and c.n == 24
+  with_nan = two.copy()
+  with_nan[0, 0] = np.nan
+  assert stats.bootstrap_ci_runs(with_nan, num_resamples=200).n_undefined == 1
+
+
+def test_sweep_loss_selects_each_configuration():
+  import jax.numpy as jnp
+  calls = []
+
+  def f(outputs, batch, *, a):
+    calls.append("f")
+    return outputs * a
+
+  def g(outputs, batch):
+    return outputs + 100.0
+
+  configs = [runner.LossConfig("f1", f, {"a": 1.0}), runner.LossConfig("f2", f, {"a": 2.0}),
+             runner.LossConfig("g", g)]
+  loss_fn, params = runner.sweep_loss(configs)
+  x = jnp.ones(3)
+  np.testing.assert_allclose(loss_fn(x, {}, params[0]), 1.0)
+  np.testing.assert_allclose(loss_fn(x, {}, params[1]), 2.0)
+  np.testing.assert_allclose(loss_fn(x, {}, params[2]), 101.0)
