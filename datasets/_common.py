@@ -15,7 +15,9 @@ with ``as_data_source()``: this path needs no TensorFlow (REFERENCE, platform fa
   lists of dicts of NumPy arrays. The errors raised meanwhile reach the caller as
   `jaxseg.errors.DataError` (still of their original type), which ``jaxseg.cli.run`` prints in
   one block without a traceback; tfds' own banner, progress bars and log lines are silenced
-  (`quiet_tfds`).
+  (`quiet_tfds`). A build that reads a manual directory records what it read (`MANUAL_RECORD`,
+  `fingerprint_manual_dir`); a cached build is reused only while that directory is unchanged,
+  rebuilt when another directory is given or its files changed, and refused when it is gone.
 * `ManualRelease`: a release read from the manual directory (what to download, its layout):
   the manual directory of a build, and the `FileNotFoundError` (`missing_manual_data`) to raise
   when the data are missing. `append_to_errors` adds a hint (what to re-download) to the errors
@@ -31,6 +33,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -43,6 +46,7 @@ from jaxseg.errors import ConfigError, as_data_error
 __all__ = [
     "DATA_DIR_ENV",
     "JaxsegBuilderConfig",
+    "MANUAL_RECORD",
     "ManualRelease",
     "append_to_errors",
     "builder_config",
@@ -51,6 +55,7 @@ __all__ = [
     "check_shape",
     "check_spacing",
     "default_data_dir",
+    "fingerprint_manual_dir",
     "missing_manual_data",
     "prepare",
     "quiet_tfds",
@@ -287,6 +292,189 @@ def _no_banner(builder: tfds.core.DatasetBuilder) -> None:
       setattr(builder, name, lambda: None)
 
 
+MANUAL_RECORD = "jaxseg_manual_dir.json"
+"""File that `prepare` writes in a build's directory (``builder.data_dir``) after a build: the
+manual directory the build read, as ``{"format": 1, "manual_dir": <resolved path> or null,
+"files": {<relative name>: [size, mtime_ns], ...}}`` (``null``: the build read none)."""
+
+_RECORD_FORMAT = 1
+
+_MANUAL_READS: list[_ManualSource] | None = None
+"""While `prepare` builds: the manual directories that `resolve_manual_dir` handed out."""
+
+
+def fingerprint_manual_dir(path: str | os.PathLike[str]) -> dict[str, list[int]]:
+  """``{relative name: [size, mtime_ns]}`` of every file under ``path``, recursively.
+
+  Names use ``/``; symbolic links are followed (each real directory is listed once), a broken
+  link counts as ``[-1, -1]``. Only ``os.scandir`` and one ``stat`` per file: no file is read,
+  so a directory of thousands of files takes a fraction of a second. A file rewritten with the
+  same size within the file system's mtime resolution goes unnoticed; ``touch`` alone counts as
+  a change.
+  """
+  files: dict[str, list[int]] = {}
+  seen: set[str] = set()
+  stack = [(os.fspath(path), "")]
+  while stack:
+    folder, prefix = stack.pop()
+    real = os.path.realpath(folder)
+    if real in seen:
+      continue
+    seen.add(real)
+    with os.scandir(folder) as entries:
+      for entry in entries:
+        name = prefix + entry.name
+        try:
+          if entry.is_dir():
+            stack.append((entry.path, name + "/"))
+            continue
+          st = entry.stat()
+          files[name] = [int(st.st_size), int(st.st_mtime_ns)]
+        except FileNotFoundError:
+          files[name] = [-1, -1]
+  return dict(sorted(files.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ManualSource:
+  """A manual directory as a build read it: resolved path and `fingerprint_manual_dir`."""
+
+  path: str
+  files: dict[str, list[int]]
+
+  @classmethod
+  def of(cls, path: str | os.PathLike[str]) -> _ManualSource:
+    return cls(os.path.realpath(os.fspath(path)), fingerprint_manual_dir(path))
+
+  def changes(self, now: Mapping[str, list[int]]) -> str | None:
+    """What differs in ``now`` (a fingerprint of the same directory), or None if nothing."""
+    parts = []
+    changed = sorted(k for k in now if k in self.files and list(self.files[k]) != list(now[k]))
+    added = sorted(k for k in now if k not in self.files)
+    removed = sorted(k for k in self.files if k not in now)
+    for names, what in ((changed, "changed"), (added, "added"), (removed, "removed")):
+      if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        parts.append(f"{len(names)} file{'s' if len(names) > 1 else ''} {what} ({shown})")
+    return "; ".join(parts) or None
+
+
+@contextlib.contextmanager
+def _recording_manual_dirs() -> Iterator[list[_ManualSource]]:
+  """Collects, in the yielded list, the manual directory handed out by `resolve_manual_dir`."""
+  global _MANUAL_READS  # pylint: disable=global-statement
+  previous, _MANUAL_READS = _MANUAL_READS, []
+  try:
+    yield _MANUAL_READS
+  finally:
+    _MANUAL_READS = previous
+
+
+def _write_manual_record(build_dir: str, source: _ManualSource | None) -> None:
+  """Writes `MANUAL_RECORD` into ``build_dir`` (atomically)."""
+  record = {
+      "format": _RECORD_FORMAT,
+      "manual_dir": None if source is None else source.path,
+      "files": {} if source is None else source.files,
+  }
+  path = os.path.join(build_dir, MANUAL_RECORD)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(record, f)
+  os.replace(tmp, path)
+
+
+def _read_manual_record(build_dir: str) -> dict[str, Any] | None:
+  """The `MANUAL_RECORD` of a build, or None when it has none (or an unreadable one)."""
+  try:
+    with open(os.path.join(build_dir, MANUAL_RECORD), encoding="utf-8") as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(record, dict) or record.get("format") != _RECORD_FORMAT:
+    return None
+  return record
+
+
+def _reads_manual_dir(cfg: tfds.core.BuilderConfig | None) -> bool:
+  """Whether builds of ``cfg`` read a manual directory: by convention, unless a phantom."""
+  return getattr(cfg, "source", None) != "phantom"
+
+
+def _usable_dir(path: str) -> bool:
+  """Whether ``path`` is a non-empty directory (what tfds accepts as a manual directory)."""
+  try:
+    with os.scandir(path) as entries:
+      return any(True for _ in entries)
+  except OSError:
+    return False
+
+
+def _check_manual_source(
+    builder: tfds.core.DatasetBuilder, manual_dir: str | os.PathLike[str] | None
+) -> tuple[str | None, str | os.PathLike[str] | None]:
+  """Checks a cached build against its manual directory (`prepare`).
+
+  Args:
+    builder: the builder of a prepared (cached) build.
+    manual_dir: the manual directory given to `prepare`, or None.
+
+  Returns:
+    ``(reason, manual_dir)``: why the build must be made again (None: use the cache), and the
+    manual directory to build from (the recorded one when none is given).
+
+  Raises:
+    FileNotFoundError: the manual directory of a cached real-data build is gone or not usable,
+      or a build without a record is used without ``manual_dir``.
+  """
+  build_dir = os.fspath(builder.data_dir)
+  cfg = builder.builder_config
+  label = f"{builder.name}/{cfg.name if cfg is not None else 'default'}"
+  record = _read_manual_record(build_dir)
+  given = os.path.realpath(os.fspath(manual_dir)) if manual_dir is not None else None
+  if record is None:
+    if not _reads_manual_dir(cfg):
+      return None, manual_dir
+    if given is None:
+      raise FileNotFoundError(
+          f"The cached build of {label} in {build_dir} does not record the manual directory "
+          "it was built from, so it cannot be checked; pass that directory as manual_dir "
+          f"(--manual-dir) to build it again, or delete {build_dir}."
+      )
+    if not _usable_dir(given):
+      raise FileNotFoundError(
+          f"Manual directory {manual_dir} for {label} does not exist or is empty (the cached "
+          f"build in {build_dir} cannot be checked without it); pass the directory that holds "
+          "the data as manual_dir (--manual-dir)."
+      )
+    return (f"the cached build does not record its manual directory (made before jaxseg "
+            f"checked it); building it again from {given}"), manual_dir
+  recorded = record.get("manual_dir")
+  if recorded is None:  # The build read no manual directory (a phantom).
+    return None, manual_dir
+  if given is None:
+    if not _usable_dir(recorded):
+      raise FileNotFoundError(
+          f"The cached build of {label} in {build_dir} was built from {recorded}, which is "
+          "gone or empty; pass the data's current directory as manual_dir (--manual-dir) to "
+          f"build it again from there, or delete {build_dir}."
+      )
+    given, manual_dir = recorded, recorded
+  elif not _usable_dir(given):
+    raise FileNotFoundError(
+        f"Manual directory {manual_dir} for {label} does not exist or is empty (the cached "
+        f"build in {build_dir} was built from {recorded}); pass the directory that holds the "
+        "data as manual_dir (--manual-dir)."
+    )
+  if given != recorded:
+    return f"the manual directory changed ({recorded} -> {given})", manual_dir
+  changes = _ManualSource(recorded, record.get("files") or {}).changes(
+      fingerprint_manual_dir(given))
+  if changes is not None:
+    return f"the manual directory changed ({given}: {changes})", manual_dir
+  return None, manual_dir
+
+
 def prepare(
     builder_cls: type[tfds.core.DatasetBuilder],
     *,
@@ -301,6 +489,23 @@ def prepare(
   a ``tfds.download.DownloadConfig(manual_dir=manual_dir)`` (GCS look-ups off), then reads each
   split with ``builder.as_data_source()``. A build prints one line on stderr, ``building
   <dataset>/<config> in <dir> (first run only)``; tfds' own output is silenced (`quiet_tfds`).
+
+  A build that read a manual directory (through `resolve_manual_dir`) leaves `MANUAL_RECORD` in
+  its directory ``builder.data_dir``: the directory's resolved path and, per file under it, the
+  relative name, size and mtime (`fingerprint_manual_dir`). A cached build is then checked
+  against the manual directory before it is used:
+
+  * a build that read no manual directory (the phantom configs) is used as it is;
+  * the same resolved directory with the same files: the cache is used. ``manual_dir=None``
+    means the directory the cache was built from;
+  * another directory, or files added, removed or changed (size or mtime): that version's
+    build directory is deleted and built again, with one line on stderr, ``rebuilding
+    <dataset>/<config>: the manual directory changed (<what changed>)``;
+  * the recorded directory is gone (``manual_dir=None``), or the one given does not exist or is
+    empty: a `DataError` (`FileNotFoundError`) that names both; the cache is left alone;
+  * a cached build without a record (made before these checks) of a config that reads manual
+    data (``source`` other than ``"phantom"``, the builders' convention): built again once if
+    ``manual_dir`` is given, else a `DataError` that asks for it.
 
   Args:
     builder_cls: the builder class.
@@ -318,7 +523,8 @@ def prepare(
       messages, which say what to download), re-raised as a `DataError` that is also of the
       original type, with the same message; or a build with the same config name but
       different settings (as recorded in its metadata) exists already in ``data_dir`` (also a
-      `ValueError`).
+      `ValueError`); or a cached build whose manual directory is gone or cannot be checked
+      (also a `FileNotFoundError`, see above).
   """
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
   try:
@@ -341,6 +547,7 @@ def _prepare(
   builder = builder_cls(config=config, data_dir=data_dir, file_format="array_record")
   _no_banner(builder)
   cfg = builder.builder_config
+  where = cfg.name if cfg is not None else "default"
   prepared = builder.is_prepared()
   if isinstance(cfg, JaxsegBuilderConfig) and prepared:
     stored = (builder.info.metadata or {}).get("config_fingerprint")
@@ -350,15 +557,25 @@ def _prepare(
           "different settings; give a custom config a distinct name (use config.replace(...)) "
           "or delete that directory."
       )
-  if not prepared:
-    where = cfg.name if cfg is not None else "default"
+  if prepared:
+    reason, manual_dir = _check_manual_source(builder, manual_dir)
+    if reason is not None:
+      print(f"rebuilding {builder.name}/{where}: {reason}", file=sys.stderr, flush=True)
+      shutil.rmtree(os.fspath(builder.data_dir))
+      builder = builder_cls(config=config, data_dir=data_dir, file_format="array_record")
+      _no_banner(builder)
+      prepared = builder.is_prepared()
+  else:
     print(f"building {builder.name}/{where} in {data_dir} (first run only)", file=sys.stderr,
           flush=True)
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.fspath(manual_dir) if manual_dir is not None else None,
       try_download_gcs=False,
   )
-  builder.download_and_prepare(file_format="array_record", download_config=download_config)
+  with _recording_manual_dirs() as read:
+    builder.download_and_prepare(file_format="array_record", download_config=download_config)
+  if not prepared:
+    _write_manual_record(os.fspath(builder.data_dir), read[0] if read else None)
   sources = builder.as_data_source()
   result: dict[str, list[dict[str, Any]]] = {}
   for split in sorted(sources):
@@ -377,13 +594,19 @@ def resolve_manual_dir(dl_manager: tfds.download.DownloadManager, *, what: str,
   tfds raises a bare ``AssertionError`` when the manual directory is not given, missing or
   empty; this turns it into the builder's own error, which says what to download and where.
   ``what`` names the dataset and config in the message, e.g. ``"micro_us (config 'microsegnet')"``.
+  Inside `prepare`, the directory is also fingerprinted (`fingerprint_manual_dir`) for the
+  build's `MANUAL_RECORD`: builders must get their manual directory here (or through
+  `ManualRelease.manual_dir`), never from ``dl_manager.manual_dir`` directly.
   """
   try:
-    return os.fspath(dl_manager.manual_dir)
+    manual_dir = os.fspath(dl_manager.manual_dir)
   except AssertionError:
     given = getattr(dl_manager, "_manual_dir", None)
     raise error(given, problem=f"Manual directory {given} for {what} does not exist or is "
                 "empty.") from None
+  if _MANUAL_READS is not None and not _MANUAL_READS:
+    _MANUAL_READS.append(_ManualSource.of(manual_dir))
+  return manual_dir
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,7 +79,7 @@ class Hierarchical(runner.Study):
     alpha = cfg.alpha
     if alpha is None:
       candidates = [runner.LossConfig(f"α={a:g}", loss, {"alpha": a}) for a in cfg.alphas]
-      fits = cmp.train(candidates, cmp.folds[0], name="search", epochs=cfg.search_epochs)
+      fits, _ = cmp.train(candidates, cmp.folds[0], name="search", epochs=cfg.search_epochs)
       # Mean over seeds of each candidate's best validation metric.
       self.search = {a: float(np.mean([row[i].best_metric for row in fits]))
                      for i, a in enumerate(cfg.alphas)}

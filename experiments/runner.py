@@ -476,12 +476,19 @@ class Comparison:
       raise ConfigError(f"model.overrides: {e}") from None
     return module_cls(config)
 
-  def trainer(self, steps_per_epoch: int, num_configs: int | None) -> Trainer:
-    """A trainer whose schedule spans ``epochs * steps_per_epoch`` steps (cached)."""
-    key = (steps_per_epoch, num_configs)
+  def trainer(self, configs: Sequence[LossConfig], steps_per_epoch: int,
+              num_configs: int | None) -> Trainer:
+    """A trainer of ``configs``' loss whose schedule spans ``epochs * steps_per_epoch`` steps.
+
+    Cached by the loss functions, the steps and the sweep size, so the folds of a
+    cross-validation (and a search followed by the comparison with the same losses) reuse one
+    compiled step.
+    """
+    fns = tuple(dict.fromkeys(c.fn for c in configs))
+    key = (fns, steps_per_epoch, num_configs)
     if key not in self._trainers:
       tx = _optimizer(self.cfg.train, steps_per_epoch * self.cfg.train.epochs)
-      self._trainers[key] = Trainer(self.model, tx, self._loss_fn,
+      self._trainers[key] = Trainer(self.model, tx, sweep_loss(configs)[0],
                                     model_inputs=self.study.model_inputs(self)
                                     or (lambda b: (b["image"],)),
                                     num_configs=num_configs)
@@ -497,8 +504,8 @@ class Comparison:
     return batches
 
   def train(self, configs: Sequence[LossConfig], fold: Fold, *, name: str,
-            epochs: int | None = None) -> list[list[FitResult]]:
-    """Trains every configuration x seed on ``fold``; returns ``fits[seed][config]``.
+            epochs: int | None = None) -> tuple[list[list[FitResult]], Trainer]:
+    """Trains every configuration x seed on ``fold``; returns ``(fits[seed][config], trainer)``.
 
     Each seed ``s`` initialises from ``key(seed + s)``, shared by every loss; every configuration
     sees the same batches. Selection: the epoch with the best ``train.select_metric`` of
@@ -508,7 +515,7 @@ class Comparison:
     epochs = epochs or t.epochs
     steps = batches_per_epoch(fold.train, batch_size=t.batch_size, patch_shape=tuple(t.patch),
                               samples_per_epoch=t.samples_per_epoch)
-    self._loss_fn, params = sweep_loss(configs)
+    params = sweep_loss(configs)[1]
     batches = self._batches(fold.train)
     sample = next(iter(batches(0)))
     seeds = [cfg.seed + s for s in range(cfg.seeds)]
@@ -518,7 +525,7 @@ class Comparison:
     fits: list[list[FitResult]] = []
     if t.mode == "sweep":
       k = len(configs) * len(seeds)
-      trainer = self.trainer(steps, k)
+      trainer = self.trainer(configs, steps, k)
       inits = [jax.device_get(trainer.init(jax.random.key(s), sample)) for s in seeds]
       n = len(configs)
       state = jax.tree.map(lambda *xs: np.concatenate([x[:n] for x in xs]), *inits)
@@ -529,7 +536,7 @@ class Comparison:
                             config=TrainConfig(name=name, **train_config), log=self.log)
       fits = [results[s * n:(s + 1) * n] for s in range(len(seeds))]
     else:
-      trainer = self.trainer(steps, None)
+      trainer = self.trainer(configs, steps, None)
       for s in seeds:
         init = trainer.init(jax.random.key(s), sample)
         row = []
@@ -541,8 +548,7 @@ class Comparison:
                                  resume=cfg.resume, config=TrainConfig(name=tag, **train_config),
                                  log=self.log))
         fits.append(row)
-    self.last_trainer = trainer
-    return fits
+    return fits, trainer
 
   def _evaluator(self, trainer: Trainer, volumes: Sequence[Volume]):
     def evaluate(state):
@@ -622,8 +628,7 @@ class Comparison:
     best_epochs: dict[str, list] = {n: [] for n in names}
     for fold in folds:
       name = f"fold{fold.index}" if len(folds) > 1 else "main"
-      fits = self.train(configs, fold, name=name)
-      trainer = self.last_trainer
+      fits, trainer = self.train(configs, fold, name=name)
       for s, row in enumerate(fits):
         for c, fit in zip(configs, row):
           path = os.path.join(self.workdir, "models", _slug(c.name))

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxseg.data.preprocess import normalize_intensity
+from jaxseg.data.preprocess import finite_image, normalize_intensity
 
 __all__ = [
     "ACTIVATIONS",
@@ -198,15 +198,7 @@ def normalize_channel(image: np.ndarray, normalization: Mapping[str, Any]) -> np
   kind = spec["kind"]
   if kind == "percentile_zscore":
     return normalize_intensity(image, lower=spec["lower"], upper=spec["upper"])
-  x = np.asarray(image)
-  if x.size == 0:
-    raise ValueError("image is empty.")
-  if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-    raise ValueError(f"image must be real-valued, got dtype {x.dtype}.")
-  x = x.astype(np.float64)
-  bad = int(np.count_nonzero(~np.isfinite(x)))
-  if bad:
-    raise ValueError(f"image has {bad} non-finite (NaN or Inf) voxel(s) of {x.size}.")
+  x = finite_image(image)
   if kind == "scale":  # as datasets/prostatex_bpmri: float64 division, then float32
     x = x / spec["divisor"]
   return x.astype(np.float32)

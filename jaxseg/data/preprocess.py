@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "finite_image",
     "load_nifti",
     "make_folds",
     "normalize_intensity",
@@ -267,6 +268,24 @@ def resample_case(
 # --------------------------------------------------------------------------------------------
 
 
+def finite_image(image: Any) -> np.ndarray:
+  """``image`` as float64 after checking it is non-empty, real-valued and finite.
+
+  Raises:
+    ValueError: empty or non-numeric image, or NaN/Inf voxels (the message gives their count).
+  """
+  x = np.asarray(image)
+  if x.size == 0:
+    raise ValueError("image is empty.")
+  if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+    raise ValueError(f"image must be real-valued, got dtype {x.dtype}.")
+  x = x.astype(np.float64)
+  bad = int(np.count_nonzero(~np.isfinite(x)))
+  if bad:
+    raise ValueError(f"image has {bad} non-finite (NaN or Inf) voxel(s) of {x.size}.")
+  return x
+
+
 def normalize_intensity(
     image: np.ndarray,
     *,
@@ -301,15 +320,7 @@ def normalize_intensity(
     ValueError: empty or non-numeric image, NaN/Inf voxels (the message gives their count),
       bad percentiles, or a mask of the wrong shape or with no voxel.
   """
-  x = np.asarray(image)
-  if x.size == 0:
-    raise ValueError("image is empty.")
-  if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-    raise ValueError(f"image must be real-valued, got dtype {x.dtype}.")
-  x = x.astype(np.float64)
-  bad = int(np.count_nonzero(~np.isfinite(x)))
-  if bad:
-    raise ValueError(f"image has {bad} non-finite (NaN or Inf) voxel(s) of {x.size}.")
+  x = finite_image(image)
   if not (0.0 <= lower <= upper <= 100.0):
     raise ValueError(f"need 0 <= lower <= upper <= 100, got lower={lower}, upper={upper}.")
   if mask is None:
