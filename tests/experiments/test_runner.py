@@ -185,3 +185,24 @@ def test_sweep_loss_selects_each_configuration():
   np.testing.assert_allclose(loss_fn(x, {}, params[0]), 1.0)
   np.testing.assert_allclose(loss_fn(x, {}, params[1]), 2.0)
   np.testing.assert_allclose(loss_fn(x, {}, params[2]), 101.0)
+
+
+def test_adaptive_focal_original_hd95_is_medpys_pooled_percentile():
+  # One slice whose 95th percentile over both directions pooled differs from the larger of the
+  # two directed 95th percentiles (what the "HD95" column reports).
+  truth = np.zeros((24, 24, 1), np.int32)
+  truth[4:20, 4:20, 0] = 1
+  pred = np.zeros((24, 24, 1))
+  pred[6:18, 6:18, 0] = 0.9   # too small by 2 voxels all round
+  pred[0:2, 0:2, 0] = 0.9     # and a speck in the corner (about 4.7 voxels from the truth)
+  volume = _volume(truth, non_expert=truth.copy())
+  values = adaptive_focal.AdaptiveFocal().case_metrics(_binary_cmp(), runner.Predictions([pred]),
+                                                       [volume])
+  p = (pred > 0.5).astype(np.uint8)
+  from jaxseg.metrics import surface
+  pooled = surface.hd95_per_case([p], [truth.astype(np.uint8)], spacing=[(1.0, 1.0, 1.0)],
+                                 method="pooled", connectivity=1, per_slice=True,
+                                 skip_empty_slices="either").values
+  np.testing.assert_allclose(values["hd95_original"], pooled)
+  np.testing.assert_allclose(values["hd95_original"], [2 * np.sqrt(2)], rtol=1e-6)
+  assert values["hd95"][0] > values["hd95_original"][0] + 1.0  # max of the directed percentiles
