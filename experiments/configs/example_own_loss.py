@@ -66,7 +66,7 @@ def get_config(preset: str = "cpu"):
   c.model.overrides.width = 0.0625
   c.data.sources = {"phantom": {"builder": "prostatex_gland", "config": "phantom",
                                 "channels": ("T2W",),
-                                "settings": {"num_cases": 24, "phantom_shape": (96, 96, 16),
+                                "settings": {"num_cases": 40, "phantom_shape": (96, 96, 16),
                                              "phantom_spacing": (2.0, 2.0, 3.0)}}}
   c.train.update(mode="sequential", epochs=6 if preset == "cpu" else 50, batch_size=8,
                  patch=(64, 64), learning_rate=1e-3, foreground_prob=0.5, samples_per_epoch=256,
