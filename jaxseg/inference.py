@@ -44,6 +44,21 @@ __all__ = [
 ]
 
 
+def channels_last_volume(image: Any, *, name: str = "image") -> np.ndarray:
+  """``image`` as a non-empty ``(x, y, z, C)`` array (a channel axis added to ``(x, y, z)``).
+
+  Raises:
+    ValueError: naming ``name``, for any other shape.
+  """
+  image = np.asarray(image)
+  if image.ndim == 3:
+    image = image[..., None]
+  if image.ndim != 4 or image.size == 0:
+    raise ValueError(f"{name}: expected a non-empty (x, y, z[, channels]) volume, got shape "
+                     f"{image.shape}")
+  return image
+
+
 def final_logits(outputs):
   """The full-resolution logits of a model's outputs.
 
@@ -190,12 +205,7 @@ def predict_volumes(
   multiples = size_multiples(size_multiple, 3)
   padded, crops = [], []
   for i, image in enumerate(images):
-    image = np.asarray(image)
-    if image.ndim == 3:
-      image = image[..., None]
-    if image.ndim != 4 or image.size == 0:
-      raise ValueError(f"volume {i}: expected a non-empty (x, y, z[, channels]) volume, got "
-                       f"shape {image.shape}")
+    image = channels_last_volume(image, name=f"volume {i}")
     pad, crop = pad_to_multiple(image.astype(np.float32), multiples, (0, 1, 2),
                                 float(image.min()))
     padded.append(pad)
@@ -327,12 +337,7 @@ def predict_probabilities(
     ValueError: wrong image shape or channel count, bad batch size, or model outputs that do
       not fit the card.
   """
-  image = np.asarray(image)
-  if image.ndim == 3:
-    image = image[..., None]
-  if image.ndim != 4 or image.size == 0:
-    raise ValueError(f"expected a non-empty (x, y, z[, channels]) volume, got shape "
-                     f"{image.shape}")
+  image = channels_last_volume(image)
   if image.shape[-1] != card.num_channels:
     raise ValueError(f"the model takes {card.num_channels}-channel images {card.channels} but "
                      f"the volume has {image.shape[-1]} channel(s)")

@@ -79,7 +79,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxseg.data.preprocess import load_nifti, resample
-from jaxseg.inference import final_logits, predict_probabilities, size_multiples
+from jaxseg.inference import (channels_last_volume, final_logits, predict_probabilities,
+                              size_multiples)
 from jaxseg.model_card import LAYOUTS, ModelCard
 
 __all__ = [
@@ -157,12 +158,7 @@ def _segment(
     mesh: Mesh | None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
   """``(labels, probabilities, resampled)`` of one volume; see :func:`predict_volume`."""
-  image = np.asarray(image)
-  if image.ndim == 3:
-    image = image[..., None]
-  if image.ndim != 4 or image.size == 0:
-    raise ValueError(f"expected a non-empty (x, y, z) or (x, y, z, channels) volume, got shape "
-                     f"{image.shape}")
+  image = channels_last_volume(image)
   if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
     raise ValueError(f"image must be real-valued, got dtype {image.dtype}")
   if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
