@@ -78,7 +78,7 @@ import nibabel as nib
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxseg.data.preprocess import load_nifti, resample
+from jaxseg.data.preprocess import load_nifti, read_nifti, resample
 from jaxseg.inference import (channels_last_volume, final_logits, predict_probabilities,
                               size_multiples)
 from jaxseg.model_card import LAYOUTS, ModelCard
@@ -279,25 +279,9 @@ class _Source:
 
 def _read_nifti_channels(path: str) -> tuple[np.ndarray, np.ndarray, Any]:
   """``(array, spacing, image)`` of a NIfTI file of any dimension (multi-channel inputs)."""
-  try:
-    img = nib.load(path)
-    data = np.asarray(img.dataobj)
-    # As jaxseg.data.preprocess.load_nifti: the unchecked header, so that zero spacings fail.
-    holder = img.file_map.get("header") or img.file_map.get("image")
-    header_file = (holder.filename if holder is not None else None) or path
-    with nib.openers.ImageOpener(header_file) as fobj:
-      zooms = img.header_class.from_fileobj(fobj, check=False).get_zooms()
-  except Exception as e:  # nibabel raises many types for corrupt input (EOFError, zlib...).
-    if isinstance(e, (MemoryError, KeyboardInterrupt)):
-      raise
-    raise ValueError(f"cannot read NIfTI file (unreadable, truncated or corrupt): "
-                     f"{type(e).__name__}: {e}") from e
+  data, spacing, img = read_nifti(path)
   if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector images: (x, y, z, 1, C)
     data = data[:, :, :, 0]
-  spacing = np.asarray(zooms[:3], dtype=np.float64)
-  if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-    raise ValueError(f"invalid voxel spacing {tuple(spacing.tolist())} in the header: must be "
-                     f"three finite, positive values")
   return data, spacing, img
 
 

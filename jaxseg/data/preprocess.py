@@ -41,6 +41,7 @@ __all__ = [
     "load_nifti",
     "make_folds",
     "normalize_intensity",
+    "read_nifti",
     "resample",
     "resample_affine",
     "resample_case",
@@ -463,6 +464,47 @@ def split_cases(
 # --------------------------------------------------------------------------------------------
 
 
+def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, Any]:
+  """Reads a NIfTI file of any dimension: ``(array, spacing, image)``.
+
+  The array is read through the header's scaling (``img.dataobj``); ``spacing`` is the first
+  three ``pixdim`` values, float64 mm, read from the *unchecked* header (nibabel's check silently
+  replaces zero spacings by 1 and negative ones by their absolute value, so such files would
+  pass); ``image`` is the nibabel image (affine, header).
+
+  Raises:
+    FileNotFoundError: the file does not exist.
+    ValueError: the file is unreadable, truncated or corrupt, has fewer than 3 axes, or has a
+      zero, negative or non-finite spacing; the message names the file.
+  """
+  p = os.fspath(path)
+  if not os.path.isfile(p):
+    raise FileNotFoundError(f"NIfTI file not found: {p}")
+  try:
+    img = nib.load(p)
+    data = np.asarray(img.dataobj)
+    holder = img.file_map.get("header") or img.file_map.get("image")
+    header_file = (holder.filename if holder is not None else None) or p
+    with nib.openers.ImageOpener(header_file) as fobj:
+      zooms = img.header_class.from_fileobj(fobj, check=False).get_zooms()
+  except Exception as e:  # nibabel raises many types for corrupt input (EOFError, zlib...).
+    if isinstance(e, (MemoryError, KeyboardInterrupt)):
+      raise
+    raise ValueError(
+        f"Cannot read NIfTI file {p} (unreadable, truncated or corrupt): "
+        f"{type(e).__name__}: {e}"
+    ) from e
+  if data.ndim < 3:
+    raise ValueError(f"NIfTI file {p} is not a 3D volume: shape {data.shape}.")
+  spacing = np.asarray(zooms[:3], dtype=np.float64)
+  if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+    raise ValueError(
+        f"NIfTI file {p} has an invalid voxel spacing {tuple(spacing.tolist())}: "
+        "must be three finite, positive values."
+    )
+  return data, spacing, img
+
+
 def load_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Reads a 3D NIfTI volume with nibabel.
 
@@ -483,35 +525,12 @@ def load_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np
       negative or non-finite spacing; the message names the file.
   """
   p = os.fspath(path)
-  if not os.path.isfile(p):
-    raise FileNotFoundError(f"NIfTI file not found: {p}")
-  try:
-    img = nib.load(p)
-    data = np.asarray(img.dataobj)
-    affine = np.asarray(img.affine, dtype=np.float64)
-    # nibabel's header check silently replaces zero spacings by 1 and negative ones by their
-    # absolute value; re-read the header unchecked so that such files are rejected instead.
-    holder = img.file_map.get("header") or img.file_map.get("image")
-    header_file = (holder.filename if holder is not None else None) or p
-    with nib.openers.ImageOpener(header_file) as fobj:
-      zooms = img.header_class.from_fileobj(fobj, check=False).get_zooms()
-  except Exception as e:  # nibabel raises many types for corrupt input (EOFError, zlib...).
-    if isinstance(e, (MemoryError, KeyboardInterrupt)):
-      raise
-    raise ValueError(
-        f"Cannot read NIfTI file {p} (unreadable, truncated or corrupt): "
-        f"{type(e).__name__}: {e}"
-    ) from e
+  data, spacing, img = read_nifti(p)
+  affine = np.asarray(img.affine, dtype=np.float64)
   while data.ndim > 3 and data.shape[-1] == 1:
     data = data[..., 0]
   if data.ndim != 3:
     raise ValueError(f"NIfTI file {p} is not a 3D volume: shape {data.shape}.")
-  spacing = np.asarray(zooms[:3], dtype=np.float64)
-  if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-    raise ValueError(
-        f"NIfTI file {p} has an invalid voxel spacing {tuple(spacing.tolist())}: "
-        "must be three finite, positive values."
-    )
   if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
     raise ValueError(f"NIfTI file {p} has a non-finite affine.")
   return data, spacing, affine

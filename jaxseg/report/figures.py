@@ -290,6 +290,15 @@ def _panel_height(images: Sequence[Any], axes: Sequence[str], width: float) -> f
   return width * float(np.clip(rows / cols, 0.5, 2.0))
 
 
+def _slice_grid(images: Sequence[Any], num_columns: int, axes: Sequence[str], *,
+                footer: float, width: float = 2.6) -> tuple[Any, Any]:
+  """A constrained-layout figure of one row per slice and ``num_columns`` panels per row;
+  ``footer`` inches below the panels hold the legend or colour bar."""
+  height = (_panel_height(images, axes, width) + 0.3) * len(images) + footer
+  return plt.subplots(len(images), num_columns, figsize=(width * num_columns, height),
+                      squeeze=False, layout="constrained")
+
+
 def _image_panel(ax: Any, image: Any, axes: Sequence[str]) -> None:
   ax.imshow(display_slice(np.asarray(image, np.float64), axes), cmap="gray",
             interpolation="nearest")
@@ -466,11 +475,7 @@ def plot_label_overlays(images: Sequence[np.ndarray], labels: Mapping[str, Seque
   _check_slices(images, labels, "labels")
   cmap = label_colormap(len(class_names))
   columns = ["image"] + list(labels)
-  fig, grid = plt.subplots(len(images), len(columns),
-                           figsize=(2.6 * len(columns),
-                                    (_panel_height(images, axes, 2.6) + 0.3) * len(images) + 0.6),
-                           squeeze=False,
-                           layout="constrained")
+  fig, grid = _slice_grid(images, len(columns), axes, footer=0.6)
   for r, image in enumerate(images):
     for c, name in enumerate(columns):
       ax = grid[r, c]
@@ -566,11 +571,7 @@ def plot_probability_overlays(images: Sequence[np.ndarray],
   if contours is not None and len(contours) != len(images):
     raise ValueError(f"{len(contours)} contours for {len(images)} images")
   columns = ["image"] + list(maps)
-  fig, grid = plt.subplots(len(images), len(columns),
-                           figsize=(2.6 * len(columns),
-                                    (_panel_height(images, axes, 2.6) + 0.3) * len(images) + 0.9),
-                           squeeze=False,
-                           layout="constrained")
+  fig, grid = _slice_grid(images, len(columns), axes, footer=0.9)
   shown = None
   for r, image in enumerate(images):
     for c, name in enumerate(columns):
