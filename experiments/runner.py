@@ -50,7 +50,7 @@ import optax
 
 from jaxseg import cli, inference
 from jaxseg.data import augment as augment_lib
-from jaxseg.data.pipeline import Volume, batches_per_epoch, patch_batches, replicate
+from jaxseg.data.pipeline import PatchLoader, Volume, replicate
 from jaxseg.data.preprocess import make_folds, split_validation
 from jaxseg.errors import ConfigError
 from jaxseg.metrics import overlap, stats
@@ -80,6 +80,7 @@ FIELD_HELP = {
     "train.patch": "training patch (h, w) for 2D models or (h, w, d) for 3D models",
     "train.foreground_prob": "probability of centring a patch on a foreground voxel",
     "train.samples_per_epoch": "samples per epoch (None: every slice, or every case for 3D)",
+    "train.workers": "Grain worker processes that sample and augment batches (0: in this process)",
     "train.optimizer": "adam, amsgrad or sgd",
     "train.learning_rate": "peak learning rate",
     "train.final_learning_rate": "learning rate at the end of a cosine schedule",
@@ -134,6 +135,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.patch = (64, 64)
   c.train.foreground_prob = 0.5
   c.train.samples_per_epoch = ml_collections.config_dict.placeholder(int)
+  c.train.workers = 0
   c.train.optimizer = "adam"
   c.train.learning_rate = 1e-3
   c.train.final_learning_rate = 0.0
@@ -295,6 +297,8 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
          tuple(t.patch), "2 (2D) or 3 (3D) positive sizes")
   _check(t.samples_per_epoch is None or t.samples_per_epoch >= t.batch_size,
          "train.samples_per_epoch", t.samples_per_epoch, "None or >= train.batch_size")
+  _check(isinstance(t.workers, int) and t.workers >= 0, "train.workers", t.workers,
+         "an integer >= 0")
   _check(t.patience is None or t.patience >= 1, "train.patience", t.patience, "None or >= 1")
   _check(len(t.jitter) == 3 and all(j >= 0 for j in t.jitter), "train.jitter", tuple(t.jitter),
          "three standard deviations >= 0")
@@ -436,6 +440,9 @@ class Comparison:
       settings.setdefault("split_fractions", (1.0, 0.0, 0.0))
     splits = module.load(self.source["config"], data_dir=self.cfg.data.data_dir or None,
                          manual_dir=self.cfg.data.manual_dir or None, **settings)
+    if hasattr(module, "metadata"):  # classes and channels that come with the data (nnunet)
+      self._use_data_names(module.metadata(self.source["config"],
+                                           data_dir=self.cfg.data.data_dir or None, **settings))
     if not self.cfg.split.folds:
       v = {name: self.study.volumes(self, examples) for name, examples in splits.items()}
       for name in ("train", "validation", "test"):
@@ -459,6 +466,17 @@ class Comparison:
       folds.append(Fold([volumes[j] for j in train], [volumes[j] for j in val],
                         [volumes[j] for j in held_out], index=i))
     return folds
+
+  def _use_data_names(self, meta: Mapping[str, Any]) -> None:
+    """Checks the data's class count against the model's; the data's channels go on the cards."""
+    data, model = tuple(meta.get("class_names") or ()), tuple(self.cfg.model.class_names)
+    if data and len(data) != len(model):
+      raise ConfigError(
+          f"data.source = {self.cfg.data.source!r} has {len(data)} classes ({', '.join(data)}) "
+          f"but the model has {len(model)} (model.class_names = {model}): use a dataset with "
+          f"{len(model)} classes, or a config whose model and losses fit {len(data)}")
+    if meta.get("channel_names"):
+      self.source = {**dict(self.source.items()), "channels": tuple(meta["channel_names"])}
 
   # -- model and training ----------------------------------------------------------------------
   def _build_model(self):
@@ -494,14 +512,13 @@ class Comparison:
                                     num_configs=num_configs)
     return self._trainers[key]
 
-  def _batches(self, train: Sequence[Volume]):
-    t, augment = self.cfg.train, _augment(self.cfg.train)
-
-    def batches(epoch):
-      return patch_batches(train, batch_size=t.batch_size, patch_shape=tuple(t.patch),
-                           foreground_prob=t.foreground_prob, seed=self.cfg.seed, epoch=epoch,
-                           samples_per_epoch=t.samples_per_epoch, augment=augment)
-    return batches
+  def loader(self, train: Sequence[Volume], epochs: int) -> PatchLoader:
+    """The Grain input of a fold's training cases (every configuration sees its batches)."""
+    t = self.cfg.train
+    return PatchLoader(train, batch_size=t.batch_size, patch_shape=tuple(t.patch),
+                       foreground_prob=t.foreground_prob, seed=self.cfg.seed, num_epochs=epochs,
+                       samples_per_epoch=t.samples_per_epoch, augment=_augment(t),
+                       workers=t.workers)
 
   def train(self, configs: Sequence[LossConfig], fold: Fold, *, name: str,
             epochs: int | None = None) -> tuple[list[list[FitResult]], Trainer]:
@@ -511,13 +528,17 @@ class Comparison:
     sees the same batches. Selection: the epoch with the best ``train.select_metric`` of
     :meth:`Study.validate` on the fold's validation cases.
     """
-    cfg, t = self.cfg, self.cfg.train
-    epochs = epochs or t.epochs
-    steps = batches_per_epoch(fold.train, batch_size=t.batch_size, patch_shape=tuple(t.patch),
-                              samples_per_epoch=t.samples_per_epoch)
+    epochs = epochs or self.cfg.train.epochs
     params = sweep_loss(configs)[1]
-    batches = self._batches(fold.train)
-    sample = next(iter(batches(0)))
+    with self.loader(fold.train, epochs) as batches:
+      return self._train(configs, fold, name=name, epochs=epochs, params=params,
+                         batches=batches)
+
+  def _train(self, configs: Sequence[LossConfig], fold: Fold, *, name: str, epochs: int,
+             params: list[Any], batches: PatchLoader) -> tuple[list[list[FitResult]], Trainer]:
+    cfg, t = self.cfg, self.cfg.train
+    steps = batches.num_batches
+    sample = batches.sample()
     seeds = [cfg.seed + s for s in range(cfg.seeds)]
     run_dir = os.path.join(self.workdir, "runs", name)
     train_config = dict(num_epochs=epochs, seed=cfg.seed, select_metric=t.select_metric,

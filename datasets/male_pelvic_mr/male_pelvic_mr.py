@@ -16,6 +16,14 @@ Configs:
   to a temporary directory that is removed afterwards). ``institution.txt`` may also sit inside
   ``data/`` or the zip.
 
+Overlapping releases. The Zenodo release includes cases of other public prostate collections,
+PROMISE12 among them (see the record's description and ``institution.txt``): a model trained
+here and tested on ``promise12`` (or the reverse) is tested on patients it has seen.
+``exclude_ids`` (a tuple of case ids: Zenodo uids such as ``"001000"``, zero-padded when given
+as numbers, or phantom ids ``phantom-XXXX``) leaves those cases out before the split; the number
+left out is logged, and an id that matches no case is a logged warning. It is one of the
+config's settings, so an excluded build gets its own cache name.
+
 Preprocessing (REFERENCE §1, `jaxseg.data.preprocess`): resample to ``target_spacing``
 (0.75 x 0.75 x 3 mm; linear for images, nearest for labels) with the affine updated to match,
 clip to the 0.5-99.5 intensity percentiles and z-score, then a random 80/10/10 split by case
@@ -46,6 +54,7 @@ import tensorflow_datasets as tfds
 
 from datasets import _builder
 from datasets import _common
+from datasets import _exclude
 from datasets import _volumes
 from jaxseg import hierarchy
 from jaxseg.data import preprocess
@@ -74,8 +83,11 @@ ZENODO_LAYOUT = """\
   institution.txt        one line "uid institution" per case
 (or <manual_dir>/data.zip as downloaded, not extracted)"""
 
-_VERSION = tfds.core.Version("1.0.0")
-_RELEASE_NOTES = {"1.0.0": "Initial release: phantom and zenodo configs."}
+_VERSION = tfds.core.Version("1.1.0")
+_RELEASE_NOTES = {
+    "1.0.0": "Initial release: phantom and zenodo configs.",
+    "1.1.0": "exclude_ids setting (leave out cases shared with other releases).",
+}
 _CASE_FILE = re.compile(r"^(\d{6})_(img|mask)\.nii(\.gz)?$")
 _UID = re.compile(r"^\d{6}$")
 
@@ -95,6 +107,9 @@ class MalePelvicMrConfig(_common.JaxsegBuilderConfig):
     split_fractions: fractions of (train, validation, test).
     split_by: ``"case"`` (random by case) or ``"institution"`` (stratified by institution).
     clip_percentiles: intensity percentiles to clip to before z-scoring.
+    exclude_ids: case ids to leave out of the build (e.g. the PROMISE12 cases of the Zenodo
+      release; module docstring), stored sorted; all-digit ids are zero-padded to 6 digits.
+      A string of ids separated by commas or spaces is accepted too.
   """
 
   source: str = "phantom"
@@ -107,9 +122,12 @@ class MalePelvicMrConfig(_common.JaxsegBuilderConfig):
   split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
   split_by: str = "case"
   clip_percentiles: tuple[float, float] = (0.5, 99.5)
+  exclude_ids: tuple[str, ...] = ()
 
   def __post_init__(self):
     _common.check_choice("source", self.source, ("phantom", "zenodo"))
+    self.exclude_ids = _exclude.normalize_ids(
+        self.exclude_ids, canonical=lambda v: v.zfill(6) if v.isdigit() else v)
     _common.check_choice("split_by", self.split_by, ("case", "institution"))
     if self.source == "phantom" and int(self.num_cases) < 1:
       raise ValueError(f"num_cases must be >= 1, got {self.num_cases}.")
@@ -231,6 +249,8 @@ class MalePelvicMr(_builder.CaseBuilder):
       zcases = _find_zenodo_cases(_ZENODO.manual_dir(dl_manager))
       cases = {c.uid: c for c in zcases}
       institutions = {c.uid: c.institution for c in zcases}
+    cases = _exclude.exclude_cases(cases, cfg.exclude_ids,
+                                   dataset=f"male_pelvic_mr ({cfg.source})")
     return self._split_by_case(
         cases, groups=institutions if cfg.split_by == "institution" else None
     )

@@ -20,9 +20,9 @@ Configs:
   with ``CaseNN_segmentation.mhd`` (+ ``.raw``) in the same folder, anywhere under the manual
   directory (e.g. ``TrainingData_Part1/`` ... ``Part3/`` as unzipped). Images without a
   segmentation (the challenge's test cases) are skipped with a logged warning. Case ids
-  ``promise12-caseNN``. Read with SimpleITK, an optional dependency (``pip install
-  SimpleITK``) imported only when a file is read; the real spacing and orientation come from
-  the headers.
+  ``promise12-caseNN``. Read with SimpleITK (`datasets._itk.read_image`), an optional
+  dependency (the ``itk`` extra: ``pip install -e ".[itk]"``, or ``pip install SimpleITK``)
+  imported only when a file is read; the real spacing and orientation come from the headers.
 
 Orientation. Volumes are stored in the project's NIfTI voxel order ``(x, y, z)`` with axial
 slices on the last axis. The npy arrays are ``(slices, rows, cols)`` -- the ``(z, y, x)`` order
@@ -63,6 +63,7 @@ import tensorflow_datasets as tfds
 
 from datasets import _builder
 from datasets import _common
+from datasets import _itk
 from datasets import _volumes
 from jaxseg.data import preprocess
 
@@ -112,7 +113,6 @@ _VERSION = tfds.core.Version("1.0.0")
 _RELEASE_NOTES = {"1.0.0": "Initial release: preprocessed (npy) and original (MetaImage) configs."}
 _NPY_FILE = re.compile(r"^(image|label)_train(\d+)\.npy$")
 _MHD_FILE = re.compile(r"^Case(\d+)(_segmentation)?\.mhd$", re.IGNORECASE)
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 @dataclasses.dataclass(eq=False)
@@ -220,40 +220,12 @@ def preprocess_case(
   )
 
 
-def lps_to_ras_affine(
-    spacing: Any, direction: Any = None, origin: Any = None
-) -> np.ndarray:
-  """The RAS voxel-to-world affine of an ITK (LPS) image.
-
-  ITK maps voxel index ``i`` to the LPS point ``o + D diag(s) i``; NIfTI / nibabel affines are
-  RAS, so ``A[:3, :3] = F D diag(s)`` and ``A[:3, 3] = F o`` with ``F = diag(-1, -1, 1)``.
-
-  Args:
-    spacing: ``(sx, sy, sz)`` in mm.
-    direction: 3x3 direction cosines (columns = index axes), or 9 numbers row-major as
-      SimpleITK's ``GetDirection()`` returns them; None: identity.
-    origin: LPS position of voxel ``(0, 0, 0)`` in mm; None: 0.
-
-  Returns:
-    The 4x4 float64 affine.
-  """
-  s = np.asarray(spacing, dtype=np.float64)
-  d = np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64)
-  o = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
-  if s.shape != (3,) or o.shape != (3,) or d.size != 9:
-    raise ValueError(
-        f"spacing and origin need 3 entries and direction 9, got {s.shape}, {o.shape}, "
-        f"{d.shape}."
-    )
-  d = d.reshape(3, 3)
-  affine = np.eye(4)
-  affine[:3, :3] = _LPS_TO_RAS @ d @ np.diag(s)
-  affine[:3, 3] = _LPS_TO_RAS @ o
-  return affine
+lps_to_ras_affine = _itk.lps_to_ras_affine
+"""`datasets._itk.lps_to_ras_affine`: the RAS voxel-to-world affine of an ITK (LPS) image."""
 
 
 def read_metaimage(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Reads a 3D MetaImage (``.mhd`` + data file) with SimpleITK.
+  """Reads a 3D MetaImage (``.mhd`` + data file) with SimpleITK (`datasets._itk.read_image`).
 
   Args:
     path: the ``.mhd`` header.
@@ -264,35 +236,13 @@ def read_metaimage(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     RAS 4x4 affine (`lps_to_ras_affine`).
 
   Raises:
-    ImportError: SimpleITK is not installed.
+    ImportError: SimpleITK is not installed (the ``itk`` extra).
     FileNotFoundError: the file does not exist.
     ValueError: unreadable file, not a 3D scalar image, or bad spacing.
   """
-  try:
-    import SimpleITK as sitk  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        "promise12 (config 'original') reads the challenge's MetaImage (.mhd/.raw) files with "
-        "SimpleITK, an optional dependency that is not installed: pip install SimpleITK"
-    ) from e
-  p = os.fspath(path)
-  if not os.path.isfile(p):
-    raise FileNotFoundError(f"MetaImage file not found: {p}")
-  try:
-    img = sitk.ReadImage(p)
-  except RuntimeError as e:
-    raise ValueError(f"Cannot read MetaImage file {p} (missing data file or corrupt?): {e}") from e
-  if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-    raise ValueError(
-        f"MetaImage file {p} is not a 3D scalar volume (dimension {img.GetDimension()}, "
-        f"{img.GetNumberOfComponentsPerPixel()} component(s))."
-    )
-  spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
-  if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-    raise ValueError(f"MetaImage file {p} has an invalid spacing {tuple(spacing.tolist())}.")
-  array = np.ascontiguousarray(sitk.GetArrayFromImage(img).transpose(2, 1, 0))
-  affine = lps_to_ras_affine(spacing, img.GetDirection(), img.GetOrigin())
-  return array, spacing, affine
+  return _itk.read_image(
+      path, reader="promise12 (config 'original') reads the challenge's MetaImage (.mhd/.raw) "
+      "files")
 
 
 # ------------------------------------------------------------------------------------------

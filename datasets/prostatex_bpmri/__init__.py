@@ -11,6 +11,13 @@
   ex["zones"]          # uint8 (x, y, z): 0 background, 1 TZ, 2 PZ
   ex["lesions"]        # uint8 (x, y, z): 1 = csPCa (ISUP >= 2)
   ex["patient_label"]  # int64 (): 1 = csPCa
+
+PI-CAI as published (the ``.mha`` images read with the ``itk`` extra, ``picai_labels``), with
+the expert Pooch25 lesions and without the ProstateX exams it shares with ``prostatex``::
+
+  splits = prostatex_bpmri.load("picai", manual_dir="PICAI_DIR",
+                                lesion_annotation="human_expert/Pooch25",
+                                exclude_prostatex=True)   # or exclude_ids=("10000_1000000",)
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from datasets.prostatex_bpmri.prostatex_bpmri import ProstatexBpmriConfig
 from datasets.prostatex_bpmri.prostatex_bpmri import ZONE_CLASSES
 from datasets.prostatex_bpmri.prostatex_bpmri import builder_config
 from datasets.prostatex_bpmri.prostatex_bpmri import center_crop_or_pad
+from datasets.prostatex_bpmri.prostatex_bpmri import lesion_kind
 from datasets.prostatex_bpmri.prostatex_bpmri import preprocess_case
 from datasets.prostatex_bpmri.prostatex_bpmri import remap_picai_zones
 from datasets.prostatex_bpmri.prostatex_bpmri import resample_to_reference
@@ -48,6 +56,7 @@ __all__ = [
     "ZONE_CLASSES",
     "builder_config",
     "center_crop_or_pad",
+    "lesion_kind",
     "load",
     "preprocess_case",
     "remap_picai_zones",
@@ -69,8 +78,8 @@ def load(
     data_dir: tfds data directory (default ``$JAXSEG_DATA_DIR`` or ``~/.cache/jaxseg/tfds``).
     manual_dir: directory holding the manually downloaded data (``prostatex`` / ``picai``).
     **overrides: settings of `ProstatexBpmriConfig` (e.g. ``num_cases=8``,
-      ``split_fractions=(0, 0, 1)``); the resulting config gets a distinct name derived from
-      its settings, so cached builds never mix.
+      ``split_fractions=(0, 0, 1)``, ``exclude_ids=(...)``); the resulting config gets a
+      distinct name derived from its settings, so cached builds never mix.
 
   Returns:
     ``{split: [...]}`` for the non-empty splits among ``train`` / ``validation`` / ``test``:

@@ -37,28 +37,59 @@ Configs:
   that are clinically significant (``Clinically Significant`` true or grade group >= 2); the
   patient label is 1 iff the patient has such a finding. ``<manual_dir>`` may also hold the
   repository one level down (``PROSTATEx_masks-master/Files/...``).
-* ``picai``: ProstateX exams in the PI-CAI layout, as in ``../shared/data/prostatex_sample``
-  (`PICAI_LAYOUT`)::
+* ``picai``: PI-CAI as published (`PICAI_LAYOUT`): the public images
+  (``picai_public_images_fold{0-4}.zip``, unzipped) and the ``picai_labels`` repository, or
+  exams converted to NIfTI in the same naming, as the ProstateX exams of
+  ``../shared/data/prostatex_sample``::
 
-    <manual_dir>/**/<patient>_<study>[_anything]_{t2w,adc,hbv}.nii(.gz)         images, anywhere
-    <manual_dir>/[labels|picai_labels|*]/anatomical_delineations/zonal_pz_tz/AI/<zonal_model>/
+    <manual_dir>/**/<patient>_<study>[_anything]_{t2w,adc,hbv}.mha (or .nii / .nii.gz)
+        images, anywhere (e.g. picai_public_images_fold0/<patient>/); other sequences
+        (``_cor.mha``, ``_sag.mha``) are ignored
+    <manual_dir>/[picai_labels|labels|*]/anatomical_delineations/zonal_pz_tz/AI/<zonal_model>/
         <patient>_<study>.nii.gz                      zones, 1 = PZ, 2 = TZ (remapped: 1 TZ, 2 PZ)
     <manual_dir>/[...]/csPCa_lesion_delineations/<lesion_annotation>/<patient>_<study>.nii.gz
-                                                      0 = no csPCa, 2-5 = ISUP of the lesion
+                                                      csPCa lesions (kinds below)
     <manual_dir>/**/marksheet*.csv                    optional: patient_id, study_id, case_csPCa
+
+  ``.mha`` (and ``.mhd``) files are read directly with SimpleITK (`datasets._itk.read_image`),
+  an optional dependency: ``pip install -e ".[itk]"`` (or ``pip install SimpleITK``); their
+  ITK (LPS) direction and origin become the same RAS affine nibabel reads from the NIfTI
+  conversion of the file, so the resampling through the affines below is the same for both.
+  Labels may also be ``.mha``. A case with two files of one sequence (e.g. the ``.mha`` and
+  its NIfTI conversion) uses the first in sorted path order (logged).
 
   Case ids are PI-CAI's ``<patient>_<study>`` (e.g. ``11373_1001396``). ``zonal_model`` defaults
   to ``HeviAI23`` (``Yuan23`` is the other PI-CAI model) and ``lesion_annotation`` to
-  ``human_expert/resampled``. A case without that lesion file gets an empty csPCa mask when the
-  marksheet says ``case_csPCa = NO``, otherwise the AI delineation
-  ``csPCa_lesion_delineations/AI/Bosma22a`` (binary; with a logged warning), otherwise it is
-  incomplete. The csPCa mask is ``label >= 2``. The patient label is the marksheet's
-  ``case_csPCa`` (YES = 1), or whether the mask is non-empty when the case is not in it. PI-CAI
-  images are ``.mha`` originally: convert them to NIfTI first (e.g. with SimpleITK).
+  ``human_expert/resampled``. The kind of the lesion files follows from the annotation's name
+  (`lesion_kind`): ``human_expert/original`` and ``human_expert/resampled`` hold ISUP grades
+  (0 = no csPCa, 2-5 = ISUP of the lesion; csPCa = ``label >= 2``); every other annotation is
+  binary (non-zero = csPCa): ``human_expert/Pooch25`` (the expert csPCa delineations added to
+  picai_labels in 2025, 1 = csPCa lesion) and ``AI/Bosma22a``. An ISUP file that contains the
+  value 1 (never an ISUP grade of a delineated lesion, but the lesion value of binary masks) is
+  an error that says to pick a binary annotation, rather than a silently empty mask. An
+  annotation folder that does not exist is an error listing those that do. A case without a
+  lesion file gets an empty csPCa mask when the marksheet says ``case_csPCa = NO``, otherwise
+  the AI delineation ``csPCa_lesion_delineations/AI/Bosma22a`` (binary; with a logged
+  warning), otherwise it is incomplete. The patient label is the marksheet's ``case_csPCa``
+  (YES = 1), or whether the mask is non-empty when the case is not in it.
 
   With only a few exams (the two of the shared sample) a random split is impossible: use
   ``split_fractions=(0, 0, 1)`` (every case in ``test``) or ``(1, 0, 0)``; a split with a zero
   fraction is left out (tfds cannot write an empty split).
+
+Overlapping releases (every source). PI-CAI contains 328 ProstateX exams (327 patients), so a
+model trained on one and tested on the other is tested on patients it has seen. ``exclude_ids``
+(a tuple of this builder's own case ids: ``ProstateX-XXXX`` for ``prostatex``,
+``<patient>_<study>`` or a bare PI-CAI ``<patient>`` id (all of its studies) for ``picai``,
+``bpmri-XXXX`` for the phantoms) leaves those cases out before the split; the number left out
+is logged, and an id that matches no case is a logged warning. The overlap list comes from a
+mapping of ProstateX ids to PI-CAI ids, such as the ``ProstateX-mapping.json`` of the shared
+sample (``{"ProstateX-0000_07-07-2011": "11373_1001396", ...}``). For ``picai``,
+``exclude_prostatex=True`` reads such a mapping itself: every ``*prostatex*mapping*.json`` or
+``.csv`` under the manual directory (PI-CAI ``<patient>_<study>`` ids anywhere in it, or
+``patient_id`` / ``study_id`` columns), and leaves out every study of those patients; without
+such a file it is an error. Both settings are part of the config's settings, so an excluded
+build gets its own cache name (``replace`` / ``load(**settings)``).
 
 Incomplete patients (a missing image, zonal mask, classification row or csPCa mask) are an error
 that lists them, or, with ``skip_incomplete=True``, a logged warning and those patients are left
@@ -100,6 +131,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -112,6 +144,8 @@ import tensorflow_datasets as tfds
 
 from datasets import _builder
 from datasets import _common
+from datasets import _exclude
+from datasets import _itk
 from datasets import _prostatex
 from datasets import _volumes
 from jaxseg.data import preprocess
@@ -129,6 +163,7 @@ __all__ = [
     "ZONE_CLASSES",
     "builder_config",
     "center_crop_or_pad",
+    "lesion_kind",
     "preprocess_case",
     "remap_picai_zones",
     "resample_to_reference",
@@ -153,7 +188,8 @@ PROSTATEX_SOURCE = (
 )
 PICAI_SOURCE = (
     f"the PI-CAI labels ({PICAI_LABELS_URL}, CC BY-NC 4.0) and the PI-CAI public images "
-    f"({PICAI_IMAGES_URL}; .mha, converted to NIfTI)"
+    f"({PICAI_IMAGES_URL}: picai_public_images_fold0..4.zip, unzipped; the .mha files are read "
+    f"with SimpleITK: {_itk.INSTALL_HINT})"
 )
 PROSTATEX_LAYOUT = """\
 <manual_dir>/Files/prostate/mask_pz/ProstateX-XXXX_pz.nii.gz          PZ masks
@@ -166,18 +202,28 @@ PROSTATEX_LAYOUT = """\
 <manual_dir>/**/ProstateX-XXXX*bval*.nii.gz  DWI    named T2 / ADC / DWI; 3D high-b volume)
 (Files/ may also sit one level down, e.g. in PROSTATEx_masks-master/)"""
 PICAI_LAYOUT = """\
-<manual_dir>/**/<patient>_<study>[_...]_t2w.nii.gz    T2W    (e.g. converted_nifti/)
-<manual_dir>/**/<patient>_<study>[_...]_adc.nii.gz    ADC
-<manual_dir>/**/<patient>_<study>[_...]_hbv.nii.gz    high-b DWI
-<manual_dir>/labels/anatomical_delineations/zonal_pz_tz/AI/<zonal_model>/<patient>_<study>.nii.gz
-<manual_dir>/labels/csPCa_lesion_delineations/<lesion_annotation>/<patient>_<study>.nii.gz
-<manual_dir>/**/marksheet*.csv                         optional (patient_id, study_id, case_csPCa)
-(labels/ may also be picai_labels/, or any folder holding csPCa_lesion_delineations/)"""
+<manual_dir>/**/<patient>_<study>[_...]_t2w.mha   T2W  (e.g. picai_public_images_fold0/<patient>/;
+<manual_dir>/**/<patient>_<study>[_...]_adc.mha   ADC   .nii / .nii.gz work too; _cor / _sag
+<manual_dir>/**/<patient>_<study>[_...]_hbv.mha   DWI   and other sequences are ignored)
+<manual_dir>/picai_labels/anatomical_delineations/zonal_pz_tz/AI/<zonal_model>/
+    <patient>_<study>.nii.gz                      zones (1 = PZ, 2 = TZ)
+<manual_dir>/picai_labels/csPCa_lesion_delineations/<lesion_annotation>/
+    <patient>_<study>.nii.gz                      lesions (ISUP 2-5, or binary for Pooch25 / AI)
+<manual_dir>/**/marksheet*.csv                    optional (patient_id, study_id, case_csPCa)
+(picai_labels/ may also be labels/, or any folder holding csPCa_lesion_delineations/)"""
 
-_VERSION = tfds.core.Version("1.0.0")
-_RELEASE_NOTES = {"1.0.0": "Initial release: phantom, prostatex and picai configs."}
+_VERSION = tfds.core.Version("1.1.0")
+_RELEASE_NOTES = {
+    "1.0.0": "Initial release: phantom, prostatex and picai configs.",
+    "1.1.0": "exclude_ids (all configs) and exclude_prostatex (picai) settings; picai reads the "
+             "published .mha images and binary lesion annotations (human_expert/Pooch25).",
+}
 _FINDING = re.compile(r"prostatex[-_ ]?(\d{1,4})[-_ ]?finding[-_ ]?(\d+)", re.IGNORECASE)
-_PICAI_IMAGE = re.compile(r"^(\d+_\d+)(?:_.*)?_(t2w|adc|hbv)\.nii(?:\.gz)?$", re.IGNORECASE)
+_PICAI_IMAGE = re.compile(r"^(\d+_\d+)(?:_.*)?_(t2w|adc|hbv)\.(?:nii(?:\.gz)?|mha|mhd)$",
+                          re.IGNORECASE)
+_PICAI_ID = re.compile(r"^\d+_\d+$")
+_LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha")
+_ISUP_ANNOTATIONS = ("human_expert/original", "human_expert/resampled")
 _T2W, _DWI, _ADC = "t2w", "dwi", "adc"
 _NAME_HINT = {_T2W: "t2", _ADC: "adc", _DWI: "bval"}
 _TRUE = {"true", "1", "yes", "y", "t"}
@@ -202,11 +248,20 @@ class ProstatexBpmriConfig(_common.JaxsegBuilderConfig):
     clip_percentiles: T2W / DWI percentiles to clip to before z-scoring.
     adc_scale: the ADC channel is divided by it (um^2/s).
     zonal_model: picai only: folder under ``zonal_pz_tz/AI/`` with the zonal labels.
-    lesion_annotation: picai only: folder under ``csPCa_lesion_delineations/``.
+    lesion_annotation: picai only: folder under ``csPCa_lesion_delineations/``; its files are
+      ISUP grades for ``human_expert/original`` / ``resampled``, binary otherwise (e.g.
+      ``human_expert/Pooch25``, ``AI/Bosma22a``; `lesion_kind`).
     require_dwi: prostatex / picai: a missing DWI makes a patient incomplete (else the DWI
       channel is zeros).
     skip_incomplete: prostatex / picai: leave incomplete patients out (logged) instead of
       raising an error.
+    exclude_ids: case ids to leave out of the build (all sources; for picai a bare patient id
+      excludes all of its studies), e.g. the patients another release shares (module
+      docstring); stored sorted, so the order does not matter. A string of ids separated by
+      commas or spaces is accepted too.
+    exclude_prostatex: picai only: also leave out the patients listed in a
+      ``*prostatex*mapping*.json`` / ``.csv`` under the manual directory (the ProstateX exams
+      of PI-CAI).
   """
 
   source: str = "phantom"
@@ -225,6 +280,8 @@ class ProstatexBpmriConfig(_common.JaxsegBuilderConfig):
   lesion_annotation: str = "human_expert/resampled"
   require_dwi: bool = True
   skip_incomplete: bool = False
+  exclude_ids: tuple[str, ...] = ()
+  exclude_prostatex: bool = False
 
   def __post_init__(self):
     _common.check_choice("source", self.source, ("phantom", "prostatex", "picai"))
@@ -245,6 +302,10 @@ class ProstatexBpmriConfig(_common.JaxsegBuilderConfig):
       value = getattr(self, name)
       if not value or ".." in value.replace("\\", "/").split("/"):
         raise ValueError(f"{name} must be a folder name, got {value!r}.")
+    self.exclude_ids = _exclude.normalize_ids(self.exclude_ids)
+    if self.exclude_prostatex and self.source != "picai":
+      raise ValueError(f"exclude_prostatex is a setting of source 'picai', not {self.source!r}"
+                       " (use exclude_ids there).")
 
 
 PHANTOM = ProstatexBpmriConfig(
@@ -491,7 +552,7 @@ class _Case:
   dwi: str | None
   zonal: tuple[str, ...]        # prostatex: (pz, tz); picai: (zonal label,)
   lesions: tuple[str, ...]      # prostatex: csPCa finding masks; picai: () or (label,)
-  lesion_kind: str = "none"     # picai: "isup" (0 / 2-5), "binary" (AI) or "none"
+  lesion_kind: str = "none"     # picai: "isup" (0 / 2-5), "binary" (Pooch25, AI) or "none"
   patient_label: int | None = None
 
 
@@ -546,8 +607,10 @@ class ProstatexBpmri(_builder.CaseBuilder):
       from jaxseg.data.phantoms import bpmri  # pylint: disable=g-import-not-at-top
 
       seeds = _builder.phantom_seeds(cfg)
-      cases: dict[str, Any] = {_phantom_case_id(s): s for s in seeds}
-      labels = {_phantom_case_id(s): bpmri.planned_patient_label(s) for s in seeds}
+      cases: dict[str, Any] = _exclude.exclude_cases(
+          {_phantom_case_id(s): s for s in seeds}, cfg.exclude_ids,
+          dataset="prostatex_bpmri (phantom)")
+      labels = {c: bpmri.planned_patient_label(s) for c, s in cases.items()}
     else:
       manual = _RELEASES[cfg.source].manual_dir(dl_manager)
       if cfg.source == "prostatex":
@@ -651,7 +714,11 @@ def _column(row: Mapping[str, str], *names: str) -> str | None:
 
 
 def _load(path: str, hint: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``(array, spacing, RAS affine)`` of a NIfTI file, or of a ``.mha`` / ``.mhd`` (SimpleITK)."""
   with _common.append_to_errors(f" {hint}"):
+    if _itk.is_itk_file(path):
+      return _itk.read_image(
+          path, reader="prostatex_bpmri (config 'picai') reads the PI-CAI .mha images")
     return preprocess.load_nifti(path)
 
 
@@ -663,11 +730,37 @@ def _known_label(case: _Case) -> int:
                  for p in case.lesions))
 
 
+def lesion_kind(annotation: str) -> str:
+  """The kind of a PI-CAI lesion annotation's files, from its folder name (module docstring).
+
+  Args:
+    annotation: the folder under ``csPCa_lesion_delineations/``, e.g.
+      ``"human_expert/resampled"``.
+
+  Returns:
+    ``"isup"`` for ``human_expert/original`` and ``human_expert/resampled`` (0 = no csPCa,
+    2-5 = ISUP grade; csPCa = ``>= 2``), ``"binary"`` for every other one (non-zero = csPCa:
+    ``human_expert/Pooch25``, ``AI/Bosma22a``, ...). Case-insensitive.
+  """
+  name = "/".join(p for p in annotation.replace("\\", "/").lower().split("/") if p)
+  return "isup" if name in _ISUP_ANNOTATIONS else "binary"
+
+
 def _lesion_from_file(path: str, kind: str, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-  """``(mask, affine)``: csPCa (bool) from a lesion file, ISUP labels >= 2 or binary > 0."""
+  """``(mask, affine)``: csPCa (bool) from a lesion file, ISUP labels >= 2 or binary > 0.
+
+  An ISUP file holding the value 1 is an error: delineated lesions are ISUP 2-5, while 1 is the
+  lesion value of binary masks (e.g. human_expert/Pooch25), which ``>= 2`` would empty.
+  """
   data, _, affine = _load(path, f"(lesion label of case {case_id})")
   if kind == "isup":
     lab = preprocess.validate_label(data, 6, name=f"{path} (ISUP 0-5)")
+    if np.any(lab == 1):
+      raise ValueError(
+          f"Lesion label {path} (case {case_id}) contains the value 1, which ISUP lesion labels "
+          "(0, 2-5) never use: it looks like a binary mask; set lesion_annotation to the binary "
+          "annotation it belongs to (e.g. lesion_annotation='human_expert/Pooch25' or "
+          "'AI/Bosma22a'), or move it out of the ISUP folder.")
     return lab >= 2, affine
   _volumes.check_finite(data, f"lesion mask {path}", case_id)
   return np.asarray(data) > 0, affine
@@ -821,6 +914,8 @@ def _find_prostatex_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_C
     if case_id is not None and modality is not None:
       images.setdefault(case_id, {}).setdefault(modality, []).append(path)
   preferred, listed = _image_lists(files, root)
+  zonal = _exclude.exclude_cases(dict(sorted(zonal.items())), cfg.exclude_ids,
+                                 dataset="prostatex_bpmri (prostatex)")
 
   cases, incomplete = [], []
   for case_id in sorted(zonal):
@@ -867,7 +962,7 @@ def _find_prostatex_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_C
         zonal=(z["pz"], z["tz"]), lesions=tuple(masks), lesion_kind="binary",
         patient_label=int(any(findings.values())),
     ))
-  unused = sorted(set(images) - set(zonal))
+  unused = sorted(set(images) - set(zonal) - set(cfg.exclude_ids))
   if unused:
     logging.info("prostatex_bpmri: %d patient(s) with images but no zonal masks ignored: %s",
                  len(unused), unused[:20])
@@ -950,28 +1045,80 @@ def _read_marksheet(files: list[str]) -> dict[str, int]:
   return out
 
 
+def _prostatex_mapping(files: list[str], manual_dir: str) -> tuple[set[str], list[str]]:
+  """PI-CAI patient ids in every ``*prostatex*mapping*.json`` / ``.csv``, and those files.
+
+  JSON: every key or value (at any depth) that is a PI-CAI ``<patient>_<study>`` id, as in
+  ``ProstateX-mapping.json`` (``{"ProstateX-0000_07-07-2011": "11373_1001396", ...}``). CSV:
+  every such cell, and the ``patient_id`` column.
+  """
+  patients: set[str] = set()
+  used = []
+  for path in files:
+    name = os.path.basename(path).lower()
+    if not ("prostatex" in name and "mapping" in name and name.endswith((".json", ".csv"))):
+      continue
+    used.append(path)
+    found: list[str] = []
+    if name.endswith(".json"):
+      try:
+        with open(path, encoding="utf-8-sig") as f:
+          data = json.load(f)
+      except (OSError, ValueError) as e:
+        raise ValueError(f"Cannot read the ProstateX mapping {path} (not JSON?): {e}; fix or "
+                         "remove it, or set exclude_prostatex=False.") from e
+      stack = [data]
+      while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+          found.extend(str(k) for k in item)
+          stack.extend(item.values())
+        elif isinstance(item, list):
+          stack.extend(item)
+        elif isinstance(item, (str, int)):
+          found.append(str(item))
+    else:
+      for row in _read_csv(path):
+        found.extend(row.values())
+        pid = _column(row, "patient id")
+        if pid and pid.isdigit():
+          patients.add(pid)
+    patients.update(v.strip().split("_")[0] for v in found if _PICAI_ID.match(v.strip()))
+  if used and not patients:
+    raise ValueError(f"The ProstateX mapping file(s) {used} name no PI-CAI <patient>_<study> id; "
+                     "fix them, or set exclude_prostatex=False.")
+  return patients, used
+
+
 def _find_picai_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_Case]:
   """Pairs PI-CAI images, zonal and lesion labels and the marksheet (module docstring)."""
   files = _walk(manual_dir)
   images: dict[str, dict[str, str]] = {}
+  duplicates: dict[tuple[str, str], list[str]] = {}
   for path in files:
     m = _PICAI_IMAGE.match(os.path.basename(path))
     if m is not None:
       modality = {"t2w": _T2W, "adc": _ADC, "hbv": _DWI}[m.group(2).lower()]
-      images.setdefault(m.group(1), {}).setdefault(modality, path)
+      chosen = images.setdefault(m.group(1), {}).setdefault(modality, path)
+      if chosen != path:
+        duplicates.setdefault((m.group(1), modality), [chosen]).append(path)
   if not images:
     raise _RELEASES["picai"].error(
         manual_dir,
-        missing=[os.path.join(manual_dir, "<patient>_<study>_t2w.nii.gz")],
-        problem=(f"No <patient>_<study>_{{t2w,adc,hbv}}.nii.gz image found under {manual_dir}"
-                 " (PI-CAI .mha images must be converted to NIfTI)."),
+        missing=[os.path.join(manual_dir, "picai_public_images_fold0", "<patient>",
+                              "<patient>_<study>_t2w.mha")],
+        problem=(f"No <patient>_<study>_{{t2w,adc,hbv}}.mha (or .nii / .nii.gz) image found "
+                 f"under {manual_dir}; unzip the PI-CAI picai_public_images_fold*.zip there."),
     )
+  for (case_id, modality), paths in sorted(duplicates.items()):
+    logging.warning("case %s: %d %s files %s; using the first, %s.", case_id, len(paths),
+                    modality.upper(), paths, paths[0])
   labels = _labels_root(files, manual_dir)
   if labels is None:
     raise _RELEASES["picai"].error(
         manual_dir,
-        missing=[os.path.join(manual_dir, "labels", "anatomical_delineations") + os.sep,
-                 os.path.join(manual_dir, "labels", "csPCa_lesion_delineations") + os.sep],
+        missing=[os.path.join(manual_dir, "picai_labels", "anatomical_delineations") + os.sep,
+                 os.path.join(manual_dir, "picai_labels", "csPCa_lesion_delineations") + os.sep],
         problem=f"No PI-CAI labels (anatomical_delineations/, csPCa_lesion_delineations/) "
                 f"found under {manual_dir}.",
     )
@@ -988,13 +1135,48 @@ def _find_picai_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_Case]
     )
   lesion_root = _find_path(labels, "csPCa_lesion_delineations")
   lesion_dir = _find_path(lesion_root, *cfg.lesion_annotation.split("/")) if lesion_root else None
+  if lesion_root is not None and (lesion_dir is None or not os.path.isdir(lesion_dir)):
+    available = sorted(
+        f"{a}/{b}" for a in os.listdir(lesion_root) if os.path.isdir(os.path.join(lesion_root, a))
+        for b in os.listdir(os.path.join(lesion_root, a))
+        if os.path.isdir(os.path.join(lesion_root, a, b)))
+    raise _RELEASES["picai"].error(
+        manual_dir,
+        missing=[os.path.join(lesion_root, cfg.lesion_annotation) + os.sep],
+        problem=(f"No lesion annotation {cfg.lesion_annotation!r} under {lesion_root} "
+                 f"(available: {available or 'none'}; choose one with lesion_annotation=..., "
+                 "or update picai_labels: human_expert/Pooch25 was added in 2025)."),
+    )
   ai_dir = _find_path(lesion_root, "AI", "Bosma22a") if lesion_root else None
+  kind_of_annotation = lesion_kind(cfg.lesion_annotation)
   marksheet = _read_marksheet(files)
+
+  def patient_of(case_id: str) -> tuple[str]:
+    return (case_id.split("_")[0],)
+
+  dataset = "prostatex_bpmri (picai)"
+  images = _exclude.exclude_cases(images, cfg.exclude_ids, dataset=dataset, aliases=patient_of)
+  if cfg.exclude_prostatex:
+    patients, mapping_files = _prostatex_mapping(files, manual_dir)
+    if not mapping_files:
+      raise _RELEASES["picai"].error(
+          manual_dir, missing=[os.path.join(manual_dir, "ProstateX-mapping.json")],
+          problem=(f"exclude_prostatex=True needs a ProstateX mapping (a *prostatex*mapping*.json"
+                   f" or .csv naming PI-CAI <patient>_<study> ids) under {manual_dir}; add one, "
+                   "or list the cases in exclude_ids instead."),
+      )
+    n_before = len(images)
+    images = {c: v for c, v in images.items() if patient_of(c)[0] not in patients}
+    logging.info("%s: exclude_prostatex leaves out %d of %d cases (ProstateX patients in %s).",
+                 dataset, n_before - len(images), n_before, mapping_files)
+    if not images:
+      raise ValueError(f"exclude_prostatex=True leaves none of the {n_before} cases of {dataset} "
+                       f"in {manual_dir} (all are ProstateX patients listed in {mapping_files}).")
 
   def label_file(folder: str | None, case_id: str) -> str | None:
     if folder is None:
       return None
-    for ext in (".nii.gz", ".nii"):
+    for ext in _LABEL_SUFFIXES:
       path = os.path.join(folder, case_id + ext)
       if os.path.isfile(path):
         return path
@@ -1006,11 +1188,11 @@ def _find_picai_cases(manual_dir: str, cfg: ProstatexBpmriConfig) -> list[_Case]
     found = images[case_id]
     for modality, suffix in ((_T2W, "t2w"), (_ADC, "adc"), (_DWI, "hbv")):
       if modality not in found and (modality != _DWI or cfg.require_dwi):
-        problems.append(f"{case_id}: no image **/{case_id}_{suffix}.nii.gz")
+        problems.append(f"{case_id}: no image **/{case_id}_{suffix}.mha (or .nii.gz)")
     zonal = label_file(zonal_dir, case_id)
     if zonal is None:
       problems.append(f"{case_id}: no zonal label {os.path.join(zonal_dir, case_id)}.nii.gz")
-    lesion, kind = label_file(lesion_dir, case_id), "isup"
+    lesion, kind = label_file(lesion_dir, case_id), kind_of_annotation
     known = marksheet.get(case_id)
     if lesion is None and known != 0:
       lesion, kind = label_file(ai_dir, case_id), "binary"

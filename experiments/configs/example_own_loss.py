@@ -11,6 +11,10 @@ few lines of JAX: ``fn(outputs, batch, **params) -> (batch,)`` per-example value
 from the same initialisation on the same batches; each keeps its epoch with the best validation
 Dice; the table reports test Dice, precision and recall with bootstrap CIs and the paired
 difference from the first loss (the baseline). Results: ``results/compare/example_own_loss/``.
+
+``--data nnunet --manual-dir DIR`` runs the same comparison on your own binary dataset in
+nnU-Net's raw layout (``datasets/nnunet``; e.g. PROMISE12 converted by
+``benchmarks/promise12_to_nnunet.py``).
 """
 
 from __future__ import annotations
@@ -67,7 +71,12 @@ def get_config(preset: str = "cpu"):
   c.data.sources = {"phantom": {"builder": "prostatex_gland", "config": "phantom",
                                 "channels": ("T2W",),
                                 "settings": {"num_cases": 40, "phantom_shape": (96, 96, 16),
-                                             "phantom_spacing": (2.0, 2.0, 3.0)}}}
+                                             "phantom_spacing": (2.0, 2.0, 3.0)}},
+                     # Your own binary dataset in nnU-Net's raw layout (--manual-dir DIR);
+                     # channel and class names come from its dataset.json.
+                     "nnunet": {"builder": "nnunet", "config": "raw",
+                                "settings": {"split_fractions": (0.8, 0.1, 0.1),
+                                             "clip_percentiles": (0.5, 99.5)}}}
   c.train.update(mode="sequential", epochs=6 if preset == "cpu" else 50, batch_size=8,
                  patch=(64, 64), learning_rate=1e-3, foreground_prob=0.5, samples_per_epoch=256,
                  flip_prob=0.5)

@@ -1,23 +1,34 @@
-"""Input pipeline: patches or 2D slices sampled from in-memory volumes, batched and sharded.
+"""Input pipeline: patches or 2D slices sampled from in-memory volumes, batched by Grain, sharded.
 
 Volumes are host NumPy arrays in ``(x, y, z)`` order (axial slices along the last axis), images
-optionally with a trailing channel axis. Sampling is a pure function of ``(seed, epoch)``, so an
-interrupted run that resumes at epoch ``e`` sees exactly the batches it would have seen.
+optionally with a trailing channel axis. Every sample is a pure function of ``(seed, epoch,
+index)`` (`PatchSampler`), so an interrupted run that resumes at epoch ``e`` sees exactly the
+batches it would have seen, and any number of worker processes produce the same batches.
 
 Sampling follows nnU-Net: each sample picks a case (cases are visited in a fresh random order each
 epoch), then with probability ``foreground_prob`` centres the patch on a random foreground voxel of
 that case, otherwise on a uniformly random voxel. A 2D ``patch_shape`` ``(h, w)`` yields axial
-slices ``(h, w)`` (a patch of depth 1).
+slices ``(h, w)`` (a patch of depth 1). Augmentation (`jaxseg.data.augment`) runs on each sample.
+
+Batching is Grain's (`patch_dataset`: a ``grain.MapDataset`` over sample indices, ``map`` then
+``batch``); `PatchLoader` iterates it, with ``workers`` Grain worker processes (``mp_prefetch``)
+doing the sampling, augmentation and cropping of distance maps in parallel, and a JSON iterator
+state that the training loop checkpoints. The volumes are read from the tfds data sources of the
+builders (``datasets/``) into memory first: a case is sampled many times per epoch, and decoding
+a compressed volume per sample would cost more than the sampling itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import grain
 import jax
 import numpy as np
+from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxseg.data.augment import Augment
@@ -130,8 +141,184 @@ def sample_patch(
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
-  """The NumPy generator of one epoch: a pure function of ``(seed, epoch)``."""
+  """The NumPy generator of one epoch's case order: a pure function of ``(seed, epoch)``."""
   return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+  """The generator of sample ``index`` of ``epoch``: a pure function of the three, so that any
+  process can draw any sample (Grain workers draw them in parallel)."""
+  return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
+
+
+class PatchSampler:
+  """Sample ``i`` of the run, as a pure function of ``i``: Grain's random-access source.
+
+  Index ``i`` is sample ``j = i mod n`` of epoch ``e = i // n`` (``n`` samples per epoch: whole
+  batches of :func:`batches_per_epoch`). The case is ``order(e)[j]``, where each epoch visits
+  the cases in fresh random orders (`epoch_rng`); the patch centre and the augmentation draw
+  from `sample_rng` ``(seed, e, j)``. The sampler holds the training volumes and is pickled to
+  Grain's worker processes as it is.
+  """
+
+  def __init__(self, volumes: Sequence[Volume], *, batch_size: int, patch_shape: Sequence[int],
+               foreground_prob: float, seed: int, samples_per_epoch: int | None = None,
+               augment: Augment | None = None):
+    if not volumes:
+      raise ValueError("the input pipeline needs at least one volume to train on")
+    if not 0.0 <= foreground_prob <= 1.0:
+      raise ValueError(f"foreground_prob must be in [0, 1], got {foreground_prob}")
+    self.volumes = list(volumes)
+    self.batch_size = int(batch_size)
+    self.patch_shape = tuple(int(n) for n in patch_shape)
+    self.foreground_prob = float(foreground_prob)
+    self.seed = int(seed)
+    self.augment = augment
+    self.num_batches = batches_per_epoch(volumes, batch_size=batch_size, patch_shape=patch_shape,
+                                         samples_per_epoch=samples_per_epoch)
+    self.samples_per_epoch = self.num_batches * self.batch_size
+    self._foregrounds = [np.flatnonzero(v.label) for v in self.volumes]
+    self._orders: dict[int, np.ndarray] = {}
+
+  def order(self, epoch: int) -> np.ndarray:
+    """The volume index of every sample of ``epoch``: concatenated random permutations."""
+    if epoch not in self._orders:
+      rng = epoch_rng(self.seed, epoch)
+      n = len(self.volumes)
+      reps = -(-self.samples_per_epoch // n)
+      self._orders = {epoch: np.concatenate([rng.permutation(n) for _ in range(reps)])}
+    return self._orders[epoch]
+
+  def __call__(self, index: int) -> dict[str, np.ndarray]:
+    epoch, j = divmod(int(index), self.samples_per_epoch)
+    v = int(self.order(epoch)[j])
+    rng = sample_rng(self.seed, epoch, j)
+    patch = sample_patch(self.volumes[v], rng, patch_shape=self.patch_shape,
+                         foreground_prob=self.foreground_prob, foreground=self._foregrounds[v])
+    return patch if self.augment is None else self.augment(rng, patch)
+
+
+def collate(samples: Sequence[Mapping[str, np.ndarray]]) -> Batch:
+  """Stacks sample dicts into a batch: ``image`` float32, ``label`` int32, extras as they are."""
+  batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+  batch["image"] = batch["image"].astype(np.float32)
+  batch["label"] = batch["label"].astype(np.int32)
+  return batch
+
+
+def patch_dataset(sampler: PatchSampler, num_epochs: int) -> grain.MapDataset:
+  """The batches of ``num_epochs`` epochs as a Grain `MapDataset`: batch ``b`` of epoch ``e``
+  is element ``e * sampler.num_batches + b``."""
+  return (grain.MapDataset.range(int(num_epochs) * sampler.samples_per_epoch)
+          .map(sampler).batch(sampler.batch_size, drop_remainder=True, batch_fn=collate))
+
+
+class PatchLoader:
+  """The training input of one run, through Grain: ``loader(epoch)`` yields that epoch's batches.
+
+  It is the ``batches`` argument of :meth:`jaxseg.train.loop.Trainer.fit`. The batches are those
+  of `patch_dataset` (a pure function of the seed), computed in this process (``workers=0``) or
+  by ``workers`` Grain worker processes (``mp_prefetch``; each keeps ``prefetch`` batches ready),
+  which give the same batches in the same order. One Grain iterator serves consecutive epochs,
+  so the workers start once per run; asking for an epoch out of sequence (a new run from epoch
+  0, a resumed one) opens a new iterator there.
+
+  `get_state` / `set_state` are the iterator's position as JSON (Grain's own iterator state,
+  and the element it starts from); the loop saves it with every checkpoint (orbax, next to the
+  train state) and restores it on resume. `close` stops the workers; a loader is also a context
+  manager.
+
+  Args:
+    volumes, batch_size, patch_shape, foreground_prob, seed, samples_per_epoch, augment: as in
+      `PatchSampler`.
+    num_epochs: epochs the loader can serve.
+    workers: Grain worker processes (0: none, the batches are made on demand in this process).
+    prefetch: batches each worker keeps ready.
+  """
+
+  def __init__(self, volumes: Sequence[Volume], *, batch_size: int, patch_shape: Sequence[int],
+               foreground_prob: float, seed: int, num_epochs: int,
+               samples_per_epoch: int | None = None, augment: Augment | None = None,
+               workers: int = 0, prefetch: int = 2):
+    if workers < 0 or prefetch < 1:
+      raise ValueError(f"workers must be >= 0 and prefetch >= 1, got {workers} and {prefetch}")
+    self.sampler = PatchSampler(volumes, batch_size=batch_size, patch_shape=patch_shape,
+                                foreground_prob=foreground_prob, seed=seed,
+                                samples_per_epoch=samples_per_epoch, augment=augment)
+    self.num_batches = self.sampler.num_batches
+    self.num_epochs = int(num_epochs)
+    self.workers = int(workers)
+    self.prefetch = int(prefetch)
+    self.dataset = patch_dataset(self.sampler, self.num_epochs)
+    self._iterator: Any = None
+    self._start = 0  # element of `dataset` the iterator started at
+    self._taken = 0  # elements taken from it since
+
+  def sample(self) -> Batch:
+    """The first batch (computed here), e.g. to initialise a model."""
+    return self.dataset[0]
+
+  def _open(self, start: int) -> None:
+    self.close()
+    ds = self.dataset[start:].to_iter_dataset(grain.ReadOptions(num_threads=0))
+    if self.workers:
+      _absl_flags_parsed()
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
+                                                       per_worker_buffer_size=self.prefetch))
+    self._iterator, self._start, self._taken = iter(ds), start, 0
+
+  def __call__(self, epoch: int) -> Iterator[Batch]:
+    if not 0 <= epoch < self.num_epochs:
+      raise ValueError(f"epoch {epoch} is outside the loader's {self.num_epochs} epochs")
+    start = epoch * self.num_batches
+    if self._iterator is None or self._start + self._taken != start:
+      self._open(start)
+    return self._epoch()
+
+  def _epoch(self) -> Iterator[Batch]:
+    for _ in range(self.num_batches):
+      batch = next(self._iterator)
+      self._taken += 1
+      yield batch
+
+  def get_state(self) -> dict[str, Any]:
+    """The iterator's position (JSON): ``{"start", "taken", "grain": iterator state}``."""
+    grain_state = None if self._iterator is None else self._iterator.get_state()
+    return {"start": self._start, "taken": self._taken, "grain": grain_state,
+            "workers": self.workers}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    """Continues from a `get_state` of a loader with the same settings (any ``workers``)."""
+    position = int(state["start"]) + int(state["taken"])
+    if state.get("grain") is not None and int(state.get("workers", -1)) == self.workers:
+      self._open(int(state["start"]))
+      self._iterator.set_state(state["grain"])
+      self._taken = int(state["taken"])
+    else:  # Another worker count slices the data differently: reopen at the position.
+      self._open(position)
+
+  def close(self) -> None:
+    """Stops the worker processes (if any) of the current iterator."""
+    if self._iterator is None:
+      return
+    if hasattr(self._iterator, "close"):
+      self._iterator.close()
+    self._iterator = None
+    if self.workers:
+      # Collect the workers' iterators now: collected at interpreter exit, they print errors.
+      gc.collect()
+
+  def __enter__(self) -> "PatchLoader":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def _absl_flags_parsed() -> None:
+  """Grain's worker processes read absl flags; outside an absl app they are never parsed."""
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def patch_batches(
@@ -145,8 +332,10 @@ def patch_batches(
     samples_per_epoch: int | None = None,
     augment: Augment | None = None,
 ) -> Iterator[Batch]:
-  """Yields the batches of one epoch: ``image`` ``(B, *patch, C)`` float32, ``label`` ``(B, *patch)``
-  int32, and every dense extra map of the volumes (see :func:`dense_extras`) under its key.
+  """Yields the batches of one epoch, in this process: those of `PatchLoader` ``(epoch)``.
+
+  ``image`` ``(B, *patch, C)`` float32, ``label`` ``(B, *patch)`` int32, and every dense extra
+  map of the volumes (see :func:`dense_extras`) under its key.
 
   Args:
     volumes: training cases.
@@ -158,30 +347,14 @@ def patch_batches(
     samples_per_epoch: samples per epoch (default: the number of axial slices of all volumes, or
       the number of volumes for 3D patches); rounded down to whole batches (at least one).
     augment: optional ``(rng, sample) -> sample`` applied to every sample dict (image, label and
-      dense extras; see :mod:`jaxseg.data.augment`), drawing from the epoch's generator.
+      dense extras; see :mod:`jaxseg.data.augment`), drawing from the sample's generator.
   """
-  if not volumes:
-    raise ValueError("patch_batches needs at least one volume")
-  if not 0.0 <= foreground_prob <= 1.0:
-    raise ValueError(f"foreground_prob must be in [0, 1], got {foreground_prob}")
-  num_batches = batches_per_epoch(volumes, batch_size=batch_size, patch_shape=patch_shape,
-                                  samples_per_epoch=samples_per_epoch)
-  rng = epoch_rng(seed, epoch)
-  foregrounds = [np.flatnonzero(v.label) for v in volumes]
-  order = np.concatenate([rng.permutation(len(volumes))
-                          for _ in range(-(-num_batches * batch_size // len(volumes)))])
-  for b in range(num_batches):
-    samples = []
-    for i in order[b * batch_size:(b + 1) * batch_size]:
-      patch = sample_patch(volumes[i], rng, patch_shape=patch_shape,
-                           foreground_prob=foreground_prob, foreground=foregrounds[i])
-      if augment is not None:
-        patch = augment(rng, patch)
-      samples.append(patch)
-    batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
-    batch["image"] = batch["image"].astype(np.float32)
-    batch["label"] = batch["label"].astype(np.int32)
-    yield batch
+  sampler = PatchSampler(volumes, batch_size=batch_size, patch_shape=patch_shape,
+                         foreground_prob=foreground_prob, seed=seed,
+                         samples_per_epoch=samples_per_epoch, augment=augment)
+  dataset = patch_dataset(sampler, epoch + 1)
+  for b in range(sampler.num_batches):
+    yield dataset[epoch * sampler.num_batches + b]
 
 
 def batches_per_epoch(volumes: Sequence[Volume], *, batch_size: int, patch_shape: Sequence[int],

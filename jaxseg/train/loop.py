@@ -195,7 +195,9 @@ class Trainer:
     Args:
       state: initial state (from :meth:`init`).
       batches: ``epoch -> iterable of host batches``; must be a pure function of the epoch so
-        that a resumed run sees the same data.
+        that a resumed run sees the same data. If it has ``get_state()`` / ``set_state(state)``
+        (a :class:`jaxseg.data.pipeline.PatchLoader`: Grain's iterator position, as JSON), the
+        state is saved with every ``latest`` checkpoint and restored on resume.
       evaluate: ``state -> metrics`` on validation data for one configuration's state; must
         contain ``config.select_metric``.
       config: epochs, selection and early stopping (a sweep stops when every configuration has
@@ -254,6 +256,8 @@ class Trainer:
         state, meta = latest.restore(state)
         start_epoch = meta["epoch"] + 1
         best_metric, best_epoch, stale = meta["best_metric"], meta["best_epoch"], meta["stale"]
+        if meta.get("data") is not None and hasattr(batches, "set_state"):
+          batches.set_state(meta["data"])
         if best.latest_epoch() is not None:
           best_states = self.unstack(best.restore(jax.device_get(state))[0])
         records = [h for h in _read_jsonl(metrics_path) if h["epoch"] < start_epoch]
@@ -317,8 +321,9 @@ class Trainer:
           writer.write_scalars(epoch, metric_writers.epoch_scalars(history[k][-1]))
         if any(improved):
           best.save(epoch, self.stack(best_states), {"epoch": epoch, "best_epoch": best_epoch})
+        data_state = batches.get_state() if hasattr(batches, "get_state") else None
         latest.save(epoch, state, {"epoch": epoch, "best_metric": best_metric,
-                                   "best_epoch": best_epoch, "stale": stale})
+                                   "best_epoch": best_epoch, "stale": stale, "data": data_state})
       if config.patience is not None and min(stale) >= config.patience:
         log(f"[{config.name}] early stop: no improvement for {min(stale)} epochs")
         break

@@ -1,5 +1,7 @@
 """Tests of the sampling, batching and sharding pipeline."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -108,3 +110,57 @@ def test_dense_extras_are_cropped_with_the_label():
     assert flipped[key].shape == batch[key].shape, key
   np.testing.assert_array_equal(flipped["dist"][..., 0], flipped["label"] * 2.0)
   np.testing.assert_array_equal(flipped["non_expert"] <= flipped["label"], True)
+
+
+def _loader(vols, **kw):
+  args = dict(batch_size=4, patch_shape=(8, 8), foreground_prob=0.5, seed=3, num_epochs=3,
+              augment=Mirror(probs=(0.5, 0.5)))
+  args.update(kw)
+  return pipeline.PatchLoader(vols, **args)
+
+
+def _assert_same_batches(xs, ys):
+  assert len(xs) == len(ys) > 0
+  for x, y in zip(xs, ys):
+    assert sorted(x) == sorted(y)
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def test_loader_gives_patch_batches_and_its_first_batch_as_sample():
+  vols = _volumes()
+  with _loader(vols) as loader:
+    epochs = [list(loader(e)) for e in range(3)]
+    assert loader.num_batches == 18 // 4
+    _assert_same_batches([loader.sample()], epochs[0][:1])
+    again = list(loader(1))  # out of sequence: a new iterator at epoch 1
+  for e in range(3):
+    _assert_same_batches(epochs[e], list(pipeline.patch_batches(
+        vols, batch_size=4, patch_shape=(8, 8), foreground_prob=0.5, seed=3, epoch=e,
+        augment=Mirror(probs=(0.5, 0.5)))))
+  _assert_same_batches(again, epochs[1])
+  assert not np.array_equal(epochs[0][0]["image"], epochs[1][0]["image"])
+
+
+def test_loader_with_worker_processes_matches_and_resumes_from_its_state():
+  vols = _volumes()
+  with _loader(vols) as loader:
+    expected = [list(loader(e)) for e in range(3)]
+  with _loader(vols, workers=2) as loader:
+    first = list(loader(0))
+    state = loader.get_state()
+  assert state["taken"] == loader.num_batches and state["grain"] is not None
+  json.dumps(state)  # saved as JSON with the checkpoint
+  _assert_same_batches(first, expected[0])
+  for workers in (2, 0):  # same worker count: Grain's state; another: reopened at the position
+    with _loader(vols, workers=workers) as resumed:
+      resumed.set_state(json.loads(json.dumps(state)))
+      _assert_same_batches(list(resumed(1)) + list(resumed(2)), expected[1] + expected[2])
+
+
+def test_loader_rejects_bad_settings():
+  vols = _volumes()
+  with pytest.raises(ValueError, match="workers must be >= 0"):
+    _loader(vols, workers=-1)
+  with pytest.raises(ValueError, match="outside the loader's 3 epochs"):
+    _loader(vols)(3)

@@ -186,6 +186,27 @@ class TestZenodo:
         ex["image"], (clipped - clipped.mean()) / clipped.std(), atol=1e-4
     )
 
+  def test_exclude_ids(self, tmp_path, zenodo_dir, caplog):
+    # E.g. the PROMISE12 cases of the release: left out before the split, logged; numbers are
+    # zero-padded uids, the order does not change the config, an unknown id is a warning.
+    root, cases = zenodo_dir
+    cfg = male_pelvic_mr.builder_config("zenodo", exclude_ids=(1, "001003", "999999"))
+    assert cfg.exclude_ids == ("000001", "001003", "999999")
+    same = male_pelvic_mr.builder_config("zenodo", exclude_ids="999999, 001003 1")
+    assert same.name == cfg.name != male_pelvic_mr.ZENODO.name
+    assert "exclude_ids" in male_pelvic_mr.ZENODO.settings()
+    with caplog.at_level("INFO", logger="datasets._exclude"):
+      splits = _zenodo(tmp_path, root, exclude_ids=(1, "001003", "999999"))
+    ids = sorted(ex["case_id"] for v in splits.values() for ex in v)
+    assert ids == sorted(set(cases) - {"000001", "001003"})
+    assert ({k: [ex["case_id"] for ex in v] for k, v in splits.items()}
+            == preprocess.split_cases(ids, seed=42))
+    assert "leaving out 2 of 20 cases (exclude_ids)" in caplog.text
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "999999" in warnings[0].getMessage()
+    with pytest.raises(ValueError, match="exclude_ids must be case ids"):
+      male_pelvic_mr.builder_config("zenodo", exclude_ids=(1.5,))
+
   def test_deterministic(self, tmp_path, zenodo_dir):
     root, _ = zenodo_dir
     a = _zenodo(tmp_path / "a", root)

@@ -378,6 +378,18 @@ def test_prostatex_crop_and_two_series(tmp_path):
   np.testing.assert_allclose(ex["affine"], _t2_affine() @ _translation(4, 2, -1), atol=1e-9)
 
 
+def test_prostatex_exclude_ids(tmp_path):
+  # An excluded patient is left out before the completeness check: its missing ADC is no error.
+  manual = tmp_path / "m"
+  _write_prostatex(manual)
+  os.remove(manual / "Files" / "lesions" / "Images" / "ADC" /
+            "ProstateX-0002_ep2d_diff_tra_7.nii.gz")
+  splits = _prostatex(tmp_path, manual, exclude_ids=("ProstateX-0002", "ProstateX-0005"),
+                      split_fractions=(0, 0, 1))
+  assert [e["case_id"] for e in splits["test"]] == [
+      "ProstateX-0000", "ProstateX-0001", "ProstateX-0003", "ProstateX-0004", "ProstateX-0006"]
+
+
 def _translation(*t):
   m = np.eye(4)
   m[:3, 3] = t
@@ -536,7 +548,7 @@ class TestPicaiErrors:
     (tmp_path / "m" / "x.txt").write_text("x")
     with pytest.raises(FileNotFoundError, match=_PICAI_HINT) as e:
       _picai(tmp_path, tmp_path / "m")
-    assert "converted to NIfTI" in str(e.value)
+    assert "_{t2w,adc,hbv}.mha (or .nii / .nii.gz) image" in str(e.value)
 
   def test_no_labels(self, tmp_path):
     manual = tmp_path / "m"
@@ -559,7 +571,7 @@ class TestPicaiErrors:
               "3_33.nii.gz")
     with pytest.raises(FileNotFoundError, match=_PICAI_HINT) as e:
       _picai(tmp_path, manual)
-    assert "2_22: no image **/2_22_adc.nii.gz" in str(e.value)
+    assert "2_22: no image **/2_22_adc.mha (or .nii.gz)" in str(e.value)
     assert "3_33: no zonal label" in str(e.value)
     splits = _picai(tmp_path, manual, skip_incomplete=True)
     assert [e["case_id"] for e in splits["test"]] == ["1_11"]

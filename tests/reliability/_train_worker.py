@@ -37,7 +37,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 BATCH_SIZE = 4
 STEPS_PER_EPOCH = 4
 IMAGE_SIZE = 32
-SEED = 0
+SEED = 1
 
 
 def make_volumes():
@@ -57,13 +57,17 @@ def make_volumes():
   return volumes[:2], volumes[2:]
 
 
-def build():
-  """``(trainer, batches, evaluate)`` of the tiny run (jax must be configured already)."""
+def build(epochs: int = 3):
+  """``(trainer, loader, evaluate)`` of the tiny run (jax must be configured already).
+
+  ``loader`` is the `jaxseg.data.pipeline.PatchLoader` of ``epochs`` epochs: the loop saves its
+  Grain iterator state with each checkpoint and restores it on resume.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
-  from jaxseg.data.pipeline import patch_batches  # pylint: disable=import-outside-toplevel
+  from jaxseg.data.pipeline import PatchLoader  # pylint: disable=import-outside-toplevel
   from jaxseg.hierarchy import PAPER_PENALTY_MATRIX  # pylint: disable=import-outside-toplevel
   from jaxseg.losses.hierarchical import hierarchical_cross_entropy  # pylint: disable=import-outside-toplevel
   from jaxseg.metrics import overlap  # pylint: disable=import-outside-toplevel
@@ -79,10 +83,9 @@ def build():
 
   trainer = Trainer(model, optax.adam(1e-3), loss_fn)  # data-parallel over all (global) devices
 
-  def batches(epoch):
-    return patch_batches(train, batch_size=BATCH_SIZE, patch_shape=(IMAGE_SIZE, IMAGE_SIZE),
-                         foreground_prob=0.8, seed=SEED, epoch=epoch,
-                         samples_per_epoch=BATCH_SIZE * STEPS_PER_EPOCH)
+  batches = PatchLoader(train, batch_size=BATCH_SIZE, patch_shape=(IMAGE_SIZE, IMAGE_SIZE),
+                        foreground_prob=0.8, seed=SEED, num_epochs=epochs,
+                        samples_per_epoch=BATCH_SIZE * STEPS_PER_EPOCH)
 
   val_images = np.moveaxis(val[0].channels_image, 2, 0)  # (z, x, y, 1) slices
   val_labels = np.moveaxis(val[0].label, 2, 0)
@@ -120,22 +123,31 @@ def run(workdir: str | None, *, epochs: int, resume: bool = False, step_delay: f
   from jaxseg.train.loop import TrainConfig  # pylint: disable=import-outside-toplevel
 
   say = announce or (lambda _: None)
-  trainer, batches, evaluate = build()
+  trainer, loader, evaluate = build(epochs)
 
-  def slow_batches(epoch):
-    for i, batch in enumerate(batches(epoch)):
-      say(f"batch {epoch} {i}")
-      if step_delay:
-        time.sleep(step_delay)
-      yield batch
+  class SlowBatches:
+    """The loader, announcing (and optionally delaying) every batch; its state is the loader's."""
+
+    def get_state(self):
+      return loader.get_state()
+
+    def set_state(self, state):
+      loader.set_state(state)
+
+    def __call__(self, epoch):
+      for i, batch in enumerate(loader(epoch)):
+        say(f"batch {epoch} {i}")
+        if step_delay:
+          time.sleep(step_delay)
+        yield batch
 
   def evaluate_and_announce(state):
     metrics = evaluate(state)
     say(f"epoch {int(state.step) // STEPS_PER_EPOCH - 1} done")
     return metrics
 
-  state = init_state(trainer, next(iter(batches(0))))
-  return trainer.fit(state, batches=slow_batches, evaluate=evaluate_and_announce,
+  state = init_state(trainer, loader.sample())
+  return trainer.fit(state, batches=SlowBatches(), evaluate=evaluate_and_announce,
                      loss_params={"alpha": 1.0},
                      config=TrainConfig(num_epochs=epochs, seed=SEED, progress=False,
                                         name="tiny"),

@@ -29,6 +29,7 @@ import reliability_harness as harness  # tests/reliability/conftest.py
 
 WORKER = "_train_worker.py"
 EPOCHS = 3
+STEPS_PER_EPOCH = 4  # _train_worker.STEPS_PER_EPOCH
 TIMEOUT = 300  # seconds per worker; they take ~5-30 s (compilation dominates)
 
 
@@ -101,3 +102,8 @@ def test_sigkill_twice_then_resume_matches_uninterrupted_run(tmp_path, env, refe
   for record, expected_record in zip(records, expected_records):
     for key in ("step", "train_loss", "val_dice"):
       assert record[key] == pytest.approx(expected_record[key], rel=1e-6), key
+  # The input pipeline's (Grain) iterator position is saved with the train state, and the last
+  # checkpoint's is the end of the last epoch.
+  data = json.loads((latest / str(EPOCHS - 1) / "metadata" / "metadata").read_text())["data"]
+  assert data["start"] + data["taken"] == EPOCHS * STEPS_PER_EPOCH
+  assert data["grain"] is not None
