@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets import _builder
+from jaxseg.data import preprocess
 from jaxseg.errors import ConfigError, as_data_error
 
 __all__ = [
@@ -173,11 +175,13 @@ def check_shape(name: str, value: Any) -> None:
     raise ConfigError(f"{name} must be 3 positive ints, got {value}.")
 
 
-def check_spacing(name: str, value: Any) -> None:
-  """Raises unless ``value`` is 3 finite positive numbers (a voxel spacing in mm)."""
-  arr = np.asarray(value, dtype=np.float64)
-  if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-    raise ConfigError(f"{name} must be 3 finite positive numbers, got {value}.")
+def check_spacing(name: str, value: Any, *, ndim: int = 3) -> tuple[float, ...]:
+  """``value`` as floats if it is a voxel spacing in mm (`preprocess.validate_spacing`: ``ndim``
+  finite, positive numbers), else a `ConfigError` with the validator's message."""
+  try:
+    return tuple(float(v) for v in preprocess.validate_spacing(value, name=name, ndim=ndim))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def check_percentiles(value: Any) -> None:
@@ -398,7 +402,7 @@ def _read_manual_record(build_dir: str) -> dict[str, Any] | None:
 
 def _reads_manual_dir(cfg: tfds.core.BuilderConfig | None) -> bool:
   """Whether builds of ``cfg`` read a manual directory: by convention, unless a phantom."""
-  return getattr(cfg, "source", None) != "phantom"
+  return not _builder.is_phantom(cfg)
 
 
 def _usable_dir(path: str) -> bool:

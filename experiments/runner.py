@@ -48,6 +48,7 @@ import ml_collections
 import numpy as np
 import optax
 
+import datasets
 from jaxseg import cli, inference
 from jaxseg.data import augment as augment_lib
 from jaxseg.data.pipeline import PatchLoader, Volume, replicate
@@ -315,8 +316,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _check(cfg.data.source in sources, "data.source", cfg.data.source,
          f"one of {', '.join(sources)}")
   source = sources[cfg.data.source]
-  module = importlib.import_module(f"datasets.{source['builder']}")
-  known = module.builder_config(source["config"]).settings()
+  known = datasets.builder_config(source["builder"], source["config"]).settings()
   for key in list(source.get("settings", {})) + list(cfg.data.settings):
     _check(key in known, f"data.settings.{key}", cfg.data.settings.get(key, "(preset)"),
            f"a setting of {source['builder']}/{source['config']}: {', '.join(sorted(known))}")
@@ -434,15 +434,15 @@ class Comparison:
 
   def load(self) -> list[Fold]:
     """The folds: one (the builder's split) or ``split.folds`` by case."""
-    module = importlib.import_module(f"datasets.{self.source['builder']}")
     settings = self.data_settings()
     if self.cfg.split.folds:
       settings.setdefault("split_fractions", (1.0, 0.0, 0.0))
-    splits = module.load(self.source["config"], data_dir=self.cfg.data.data_dir or None,
-                         manual_dir=self.cfg.data.manual_dir or None, **settings)
-    if hasattr(module, "metadata"):  # classes and channels that come with the data (nnunet)
-      self._use_data_names(module.metadata(self.source["config"],
-                                           data_dir=self.cfg.data.data_dir or None, **settings))
+    builder, config = self.source["builder"], self.source["config"]
+    splits = datasets.load(builder, config, data_dir=self.cfg.data.data_dir or None,
+                           manual_dir=self.cfg.data.manual_dir or None, **settings)
+    if "channels" not in self.source:  # names that come with the data (nnunet's dataset.json)
+      self._use_data_names(datasets.metadata(builder, config,
+                                             data_dir=self.cfg.data.data_dir or None, **settings))
     if not self.cfg.split.folds:
       v = {name: self.study.volumes(self, examples) for name, examples in splits.items()}
       for name in ("train", "validation", "test"):

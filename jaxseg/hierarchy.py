@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from jaxseg.data.preprocess import validate_spacing
+
 PELVIS_CLASSES: tuple[str, ...] = (
     "background",
     "bladder",
@@ -82,9 +84,7 @@ def class_centroids_mm(
     absent from a half. ``halves`` is 2, or 1 if ``bilateral_axis`` is None.
   """
   label = np.asarray(label)
-  spacing = np.asarray(spacing, dtype=np.float64)
-  if spacing.shape != (label.ndim,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-    raise ValueError(f"spacing must be {label.ndim} positive finite numbers, got {spacing.tolist()}")
+  spacing = validate_spacing(spacing, ndim=label.ndim)
   if bilateral_axis is None:
     halves = [np.ones(label.shape, dtype=bool)]
   else:

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxseg.data.preprocess import finite_image, normalize_intensity
+from jaxseg.data.preprocess import finite_image, normalize_intensity, validate_spacing
 
 __all__ = [
     "ACTIVATIONS",
@@ -127,11 +127,12 @@ def _spacing(value: Any) -> tuple[float, float, float] | None:
     return None
   if isinstance(value, np.ndarray):
     value = value.tolist()
-  if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3
-      or not all(_is_number(v) and math.isfinite(v) and v > 0 for v in value)):
-    raise ValueError(f"ModelCard.spacing must be None or 3 finite, positive numbers (mm), "
-                     f"got {value!r}")
-  return tuple(float(v) for v in value)  # type: ignore[return-value]
+  # JSON types first (no strings or booleans), then the shared spacing check.
+  if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence)
+      or not all(_is_number(v) for v in value)):
+    raise ValueError(f"ModelCard.spacing must be None or 3 numbers (mm), got {value!r}")
+  spacing = validate_spacing(value, name="ModelCard.spacing")
+  return tuple(spacing.tolist())  # type: ignore[return-value]
 
 
 def _normalization_entry(value: Any, field: str) -> dict[str, Any]:

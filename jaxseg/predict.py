@@ -78,7 +78,7 @@ import nibabel as nib
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxseg.data.preprocess import load_nifti, read_nifti, resample
+from jaxseg.data.preprocess import load_nifti, read_nifti, resample, validate_spacing
 from jaxseg.inference import (channels_last_volume, final_logits, predict_probabilities,
                               size_multiples)
 from jaxseg.model_card import LAYOUTS, ModelCard
@@ -95,16 +95,6 @@ SPACING_RTOL = 1e-4
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NUMPY_SUFFIXES = (".npy",)
 _PROG = "jaxseg.predict"
-
-
-def _as_spacing(value: Any, name: str) -> np.ndarray:
-  try:
-    arr = np.asarray(value, dtype=np.float64)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{name} must be 3 numbers, got {value!r}") from e
-  if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-    raise ValueError(f"{name} must be 3 finite, positive numbers (mm), got {value!r}")
-  return arr
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,7 +163,7 @@ def _segment(
                      f"the volume has {channels} channel(s)")
 
   target = card.spacing
-  spacing = None if spacing is None else _as_spacing(spacing, "spacing")
+  spacing = None if spacing is None else validate_spacing(spacing, name="spacing")
   resampled = (target is not None and spacing is not None
                and not np.allclose(spacing, target, rtol=SPACING_RTOL, atol=0.0))
   if resampled:
@@ -344,7 +334,7 @@ def _read(path: str, card: ModelCard, npy_spacing: Sequence[float] | None,
   layout = npy_axes or card.layout
   shape = tuple(data.shape)
   data = _to_xyz(_shape_channels(data, card, layout), layout)
-  spacing = None if npy_spacing is None else _as_spacing(npy_spacing, "--spacing")
+  spacing = None if npy_spacing is None else validate_spacing(npy_spacing, name="--spacing")
   return _Source(data, spacing, kind, shape, layout, None)
 
 
@@ -481,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   if args.spacing is not None:
     try:
-      _as_spacing(args.spacing, "--spacing")
+      validate_spacing(args.spacing, name="--spacing")
     except ValueError as e:
       _fail("--spacing", e)
       return 2

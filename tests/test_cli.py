@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import datasets
 from jaxseg import cli
 from jaxseg.errors import ConfigError, DataError, JaxsegError, as_data_error
 
@@ -167,10 +168,10 @@ def test_debug_off(monkeypatch, value):
 _PROMISE12_MAIN = textwrap.dedent("""
     import sys
     from jaxseg import cli
-    from datasets import promise12
+    import datasets
 
     def main(argv):
-      promise12.load("preprocessed", manual_dir=argv[0], data_dir=argv[1])
+      datasets.load("promise12", "preprocessed", manual_dir=argv[0], data_dir=argv[1])
       print("loaded")
 
     cli.run(main, sys.argv[1:], prog="demo")
@@ -243,7 +244,6 @@ def test_corrupt_npy_in_a_process(tmp_path):
 
 def test_corrupt_nifti(tmp_path, capfd):
   """A truncated NIfTI file of male_pelvic_mr: one error block naming the file, no tfds noise."""
-  from datasets import male_pelvic_mr  # pylint: disable=import-outside-toplevel
 
   data = tmp_path / "manual" / "data"
   data.mkdir(parents=True)
@@ -261,7 +261,8 @@ def test_corrupt_nifti(tmp_path, capfd):
 
   def main(argv):
     del argv
-    male_pelvic_mr.load("zenodo", data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual")
+    datasets.load("male_pelvic_mr", "zenodo", data_dir=tmp_path / "tfds",
+                  manual_dir=tmp_path / "manual")
 
   capfd.readouterr()
   with pytest.raises(SystemExit) as e:
@@ -276,15 +277,14 @@ def test_corrupt_nifti(tmp_path, capfd):
 
 
 def test_prepare_errors_are_data_errors_of_the_original_type(tmp_path):
-  from datasets import promise12  # pylint: disable=import-outside-toplevel
 
   with pytest.raises(FileNotFoundError, match="image_trainNN.npy") as e:
-    promise12.load("preprocessed", manual_dir=tmp_path / "nowhere", data_dir=tmp_path / "tfds")
+    datasets.load("promise12", "preprocessed", manual_dir=tmp_path / "nowhere",
+                  data_dir=tmp_path / "tfds")
   assert isinstance(e.value, DataError)
 
 
 def test_bad_dataset_settings_are_config_errors(tmp_path, capsys):
-  from datasets import promise12  # pylint: disable=import-outside-toplevel
 
   for config, overrides, message in (
       ("nope", {}, "Unknown config 'nope'; available: ['original', 'preprocessed']."),
@@ -293,7 +293,8 @@ def test_bad_dataset_settings_are_config_errors(tmp_path, capsys):
       ("preprocessed", {"spacing_mm": 1}, "Unknown setting(s) ['spacing_mm'] for "),
   ):
     with pytest.raises(SystemExit) as e:
-      cli.run(lambda argv: promise12.load(config, data_dir=tmp_path, **overrides), prog="p")
+      cli.run(lambda argv: datasets.load("promise12", config, data_dir=tmp_path, **overrides),
+                                         prog="p")
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"p: error: {message}") and len(err.splitlines()) == 1, err

@@ -67,7 +67,6 @@ __all__ = [
     "ZENODO",
     "ZENODO_LAYOUT",
     "ZENODO_URL",
-    "builder_config",
     "preprocess_case",
 ]
 
@@ -240,50 +239,43 @@ class MalePelvicMr(_builder.CaseBuilder):
         ),
     )
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  PHANTOM_CASE_ID = "phantom-{seed:04d}"  # the id `make_pelvis_case` gives seed `seed`
+
+  def _phantom_example(self, seed: int) -> dict[str, Any]:
+    # Imported here so that the zenodo config does not depend on the phantom generators.
+    from jaxseg.data.phantoms import pelvis  # pylint: disable=g-import-not-at-top
+
     cfg = self.builder_config
-    if cfg.source == "phantom":
-      cases = {_phantom_case_id(seed): seed for seed in _builder.phantom_seeds(cfg)}
-      institutions = dict.fromkeys(cases, "phantom")
-    else:
-      zcases = _find_zenodo_cases(_ZENODO.manual_dir(dl_manager))
-      cases = {c.uid: c for c in zcases}
-      institutions = {c.uid: c.institution for c in zcases}
-    cases = _exclude.exclude_cases(cases, cfg.exclude_ids,
-                                   dataset=f"male_pelvic_mr ({cfg.source})")
+    case = pelvis.make_pelvis_case(
+        seed, shape=tuple(cfg.phantom_shape), spacing=tuple(cfg.phantom_spacing)
+    )
+    return preprocess_case(
+        case.image,
+        case.label,
+        case.spacing,
+        case.affine,
+        case_id=self.PHANTOM_CASE_ID.format(seed=seed),
+        institution="phantom",
+        target_spacing=cfg.target_spacing,
+        clip_percentiles=tuple(cfg.clip_percentiles),
+    )
+
+  def _phantom_groups(self, cases):
+    by_institution = self.builder_config.split_by == "institution"
+    return dict.fromkeys(cases, "phantom") if by_institution else None
+
+  def _release_splits(self, dl_manager: tfds.download.DownloadManager):
+    cfg = self.builder_config
+    zcases = _find_zenodo_cases(_ZENODO.manual_dir(dl_manager))
+    cases = _exclude.exclude_cases({c.uid: c for c in zcases}, cfg.exclude_ids,
+                                   dataset="male_pelvic_mr (zenodo)")
+    institutions = {uid: c.institution for uid, c in cases.items()}
     return self._split_by_case(
         cases, groups=institutions if cfg.split_by == "institution" else None
     )
 
   def _example(self, case) -> dict[str, Any]:
-    cfg = self.builder_config
-    if cfg.source == "phantom":
-      return _phantom_example(int(case), cfg)
-    return _zenodo_example(case, cfg)
-
-
-def _phantom_case_id(seed: int) -> str:
-  """The case id `make_pelvis_case` gives seed ``seed`` (known before generating it)."""
-  return f"phantom-{seed:04d}"
-
-
-def _phantom_example(seed: int, cfg: MalePelvicMrConfig) -> dict[str, Any]:
-  # Imported here so that the zenodo config does not depend on the phantom generators.
-  from jaxseg.data.phantoms import pelvis  # pylint: disable=g-import-not-at-top
-
-  case = pelvis.make_pelvis_case(
-      seed, shape=tuple(cfg.phantom_shape), spacing=tuple(cfg.phantom_spacing)
-  )
-  return preprocess_case(
-      case.image,
-      case.label,
-      case.spacing,
-      case.affine,
-      case_id=_phantom_case_id(seed),
-      institution="phantom",
-      target_spacing=cfg.target_spacing,
-      clip_percentiles=tuple(cfg.clip_percentiles),
-  )
+    return _zenodo_example(case, self.builder_config)
 
 
 # ------------------------------------------------------------------------------------------
@@ -451,10 +443,3 @@ def _zenodo_example_from_files(
       target_spacing=cfg.target_spacing,
       clip_percentiles=tuple(cfg.clip_percentiles),
   )
-
-
-def builder_config(
-    config: str | MalePelvicMrConfig = "phantom", **overrides: Any
-) -> MalePelvicMrConfig:
-  """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  return _common.builder_config(MalePelvicMr, config, **overrides)

@@ -92,7 +92,6 @@ __all__ = [
     "MicroUs",
     "MicroUsConfig",
     "PHANTOM",
-    "builder_config",
     "preprocess_case",
 ]
 
@@ -172,12 +171,7 @@ class MicroUsConfig(_common.JaxsegBuilderConfig):
         raise ValueError(f"{name} must be a positive int, got {value!r}.")
     if len(tuple(self.phantom_size)) != 2 or min(self.phantom_size) < 1:
       raise ValueError(f"phantom_size must be 2 positive ints, got {self.phantom_size}.")
-    sp = np.asarray(self.phantom_spacing, dtype=np.float64)
-    if sp.shape != (2,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-      raise ValueError(
-          f"phantom_spacing must be 2 finite positive numbers (in-plane, slice), got "
-          f"{self.phantom_spacing}."
-      )
+    _common.check_spacing("phantom_spacing (in-plane, slice)", self.phantom_spacing, ndim=2)
     if not 0.0 < float(self.validation_fraction) < 1.0:
       raise ValueError(
           f"validation_fraction must be in (0, 1), got {self.validation_fraction}."
@@ -261,9 +255,7 @@ def preprocess_case(
   if isinstance(image_size, bool) or int(image_size) < 1:
     raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
   m = int(image_size)
-  s = np.asarray(spacing, dtype=np.float64)
-  if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
-    raise ValueError(f"case {case_id}: spacing must be 3 finite positive numbers, got {spacing}.")
+  s = preprocess.validate_spacing(spacing, name=f"case {case_id}: spacing")
   nx, ny, nz = image.shape
   target = np.array([s[0] * nx / m, s[1] * ny / m, s[2]])
   # Slice by slice, so that a release volume is never held as floats in full.
@@ -322,13 +314,27 @@ class MicroUs(_builder.CaseBuilder):
         ),
     )
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  PHANTOM_CASE_ID = "phantom-{seed:04d}"  # the id `make_micro_us_case` gives seed `seed`
+
+  def _phantom_example(self, seed: int) -> dict[str, Any]:
+    # Imported here so that the microsegnet config does not depend on the phantom generator.
+    from jaxseg.data.phantoms import micro_us  # pylint: disable=g-import-not-at-top
+
     cfg = self.builder_config
-    if cfg.source == "phantom":
-      return self._split_by_case(
-          {_phantom_case_id(seed): seed for seed in _builder.phantom_seeds(cfg)}
-      )
+    case = micro_us.make_micro_us_case(
+        seed,
+        num_slices=int(cfg.num_slices),
+        size=tuple(cfg.phantom_size),
+        spacing=tuple(cfg.phantom_spacing),
+    )
+    return preprocess_case(
+        case.image, case.expert, case.non_expert, case.spacing, case.affine,
+        case_id=self.PHANTOM_CASE_ID.format(seed=seed), image_size=int(cfg.image_size),
+    )
+
+  def _release_splits(self, dl_manager: tfds.download.DownloadManager):
     # The official training patients are split into train / validation; test is the official.
+    cfg = self.builder_config
     found = _find_microsegnet_cases(_MICROSEGNET.manual_dir(dl_manager))
     v = float(cfg.validation_fraction)
     split = preprocess.split_cases(
@@ -341,31 +347,7 @@ class MicroUs(_builder.CaseBuilder):
     )
 
   def _example(self, case) -> dict[str, Any]:
-    cfg = self.builder_config
-    if cfg.source == "phantom":
-      return _phantom_example(int(case), cfg)
-    return _microsegnet_example(case, cfg)
-
-
-def _phantom_case_id(seed: int) -> str:
-  """The case id `make_micro_us_case` gives seed ``seed`` (known before generating it)."""
-  return f"phantom-{seed:04d}"
-
-
-def _phantom_example(seed: int, cfg: MicroUsConfig) -> dict[str, Any]:
-  # Imported here so that the microsegnet config does not depend on the phantom generator.
-  from jaxseg.data.phantoms import micro_us  # pylint: disable=g-import-not-at-top
-
-  case = micro_us.make_micro_us_case(
-      seed,
-      num_slices=int(cfg.num_slices),
-      size=tuple(cfg.phantom_size),
-      spacing=tuple(cfg.phantom_spacing),
-  )
-  return preprocess_case(
-      case.image, case.expert, case.non_expert, case.spacing, case.affine,
-      case_id=_phantom_case_id(seed), image_size=int(cfg.image_size),
-  )
+    return _microsegnet_example(case, self.builder_config)
 
 
 # ------------------------------------------------------------------------------------------
@@ -487,8 +469,3 @@ def _microsegnet_example(case: _MicroSegNetCase, cfg: MicroUsConfig) -> dict[str
         case_id=case.case_id, image_size=int(cfg.image_size),
         intensity_scale=1.0 / MICROSEGNET_INTENSITY_MAX,
     )
-
-
-def builder_config(config: str | MicroUsConfig = "phantom", **overrides: Any) -> MicroUsConfig:
-  """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  return _common.builder_config(MicroUs, config, **overrides)

@@ -95,7 +95,6 @@ from datasets import _builder
 from datasets import _common
 from datasets import _volumes
 from jaxseg.data import preprocess
-from jaxseg.errors import ConfigError
 
 __all__ = [
     "AFFINE_TOLERANCE_MM",
@@ -107,7 +106,6 @@ __all__ = [
     "NnUnetConfig",
     "RAW",
     "RAW_LAYOUT",
-    "builder_config",
     "parse_labels",
     "remap_labels",
 ]
@@ -168,15 +166,7 @@ class NnUnetConfig(_common.JaxsegBuilderConfig):
   def __post_init__(self):
     _common.check_choice("source", self.source, ("raw", "msd"))
     if self.target_spacing is not None:
-      try:
-        _common.check_spacing("target_spacing", self.target_spacing)
-      except ConfigError:
-        raise
-      except (TypeError, ValueError):
-        raise ConfigError(
-            f"target_spacing must be 3 finite positive numbers, got {self.target_spacing!r}."
-        ) from None
-      self.target_spacing = tuple(float(v) for v in self.target_spacing)
+      self.target_spacing = _common.check_spacing("target_spacing", self.target_spacing)
     _common.check_percentiles(self.clip_percentiles)
 
 
@@ -652,7 +642,7 @@ class NnUnet(_builder.CaseBuilder):
         ),
     )
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  def _release_splits(self, dl_manager: tfds.download.DownloadManager):
     cfg = self.builder_config
     manual_dir = _RELEASES[cfg.source].manual_dir(dl_manager)
     root = _find_root(manual_dir, cfg.source)
@@ -667,8 +657,3 @@ class NnUnet(_builder.CaseBuilder):
 
   def _example(self, case: _Case) -> dict[str, Any]:
     return _example(case, self._dataset, self.builder_config)
-
-
-def builder_config(config: str | NnUnetConfig = "raw", **overrides: Any) -> NnUnetConfig:
-  """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  return _common.builder_config(NnUnet, config, **overrides)

@@ -77,7 +77,6 @@ __all__ = [
     "PROMISE12_URL",
     "Promise12",
     "Promise12Config",
-    "builder_config",
     "lps_to_ras_affine",
     "preprocess_case",
     "read_metaimage",
@@ -142,14 +141,7 @@ class Promise12Config(_common.JaxsegBuilderConfig):
     _common.check_choice("source", self.source, ("preprocessed", "original"))
     names = ["assumed_spacing"] + (["target_spacing"] if self.target_spacing is not None else [])
     for name in names:
-      value = getattr(self, name)
-      try:
-        arr = np.asarray(value, dtype=np.float64)
-      except (TypeError, ValueError):
-        arr = np.zeros(0)
-      if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"{name} must be 3 finite positive numbers (x, y, z), got {value!r}.")
-      setattr(self, name, tuple(float(v) for v in arr))
+      setattr(self, name, _common.check_spacing(name, getattr(self, name)))
     _common.check_percentiles(self.clip_percentiles)
 
 
@@ -297,7 +289,7 @@ class Promise12(_builder.CaseBuilder):
         ),
     )
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  def _release_splits(self, dl_manager: tfds.download.DownloadManager):
     source = self.builder_config.source
     manual_dir = _RELEASES[source].manual_dir(dl_manager)
     if source == "preprocessed":
@@ -538,10 +530,3 @@ def _original_example(case: _Case, cfg: Promise12Config) -> dict[str, Any]:
         f"{tuple(spacing.tolist())}." + hint
     )
   return _case_example(case, cfg, image, label, spacing, affine)
-
-
-def builder_config(
-    config: str | Promise12Config = "preprocessed", **overrides: Any
-) -> Promise12Config:
-  """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  return _common.builder_config(Promise12, config, **overrides)

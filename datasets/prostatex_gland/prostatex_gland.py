@@ -72,7 +72,6 @@ __all__ = [
     "ProstatexGland",
     "ProstatexGlandConfig",
     "TCIA_URL",
-    "builder_config",
     "canonical_case_id",
     "preprocess_case",
 ]
@@ -255,50 +254,35 @@ class ProstatexGland(_builder.CaseBuilder):
         ),
     )
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  PHANTOM_CASE_ID = "gland-{seed:04d}"  # the id `make_gland_case` gives seed `seed`
+
+  def _phantom_example(self, seed: int) -> dict[str, Any]:
+    # Imported here so that the prostatex config does not depend on the phantom generators.
+    from jaxseg.data.phantoms import gland  # pylint: disable=g-import-not-at-top
+
     cfg = self.builder_config
-    if cfg.source == "phantom":
-      return self._split_by_case(
-          {_phantom_case_id(seed): seed for seed in _builder.phantom_seeds(cfg)}
-      )
+    case = gland.make_gland_case(
+        seed, shape=tuple(cfg.phantom_shape), spacing=tuple(cfg.phantom_spacing)
+    )
+    return preprocess_case(
+        case.image,
+        case.label,
+        case.spacing,
+        case.affine,
+        case_id=self.PHANTOM_CASE_ID.format(seed=seed),
+        target_spacing=cfg.target_spacing,
+        clip_percentiles=tuple(cfg.clip_percentiles),
+    )
+
+  def _release_splits(self, dl_manager: tfds.download.DownloadManager):
     found = _find_prostatex_cases(
-        _PROSTATEX.manual_dir(dl_manager), skip_missing_images=bool(cfg.skip_missing_images)
+        _PROSTATEX.manual_dir(dl_manager),
+        skip_missing_images=bool(self.builder_config.skip_missing_images),
     )
     return self._split_by_case({c.case_id: c for c in found})
 
   def _example(self, case) -> dict[str, Any]:
-    cfg = self.builder_config
-    if cfg.source == "phantom":
-      return _phantom_example(int(case), cfg)
-    return _prostatex_example(case, cfg)
-
-
-# ------------------------------------------------------------------------------------------
-# Phantom.
-# ------------------------------------------------------------------------------------------
-
-
-def _phantom_case_id(seed: int) -> str:
-  """The case id `make_gland_case` gives seed ``seed`` (known before generating it)."""
-  return f"gland-{seed:04d}"
-
-
-def _phantom_example(seed: int, cfg: ProstatexGlandConfig) -> dict[str, Any]:
-  # Imported here so that the prostatex config does not depend on the phantom generators.
-  from jaxseg.data.phantoms import gland  # pylint: disable=g-import-not-at-top
-
-  case = gland.make_gland_case(
-      seed, shape=tuple(cfg.phantom_shape), spacing=tuple(cfg.phantom_spacing)
-  )
-  return preprocess_case(
-      case.image,
-      case.label,
-      case.spacing,
-      case.affine,
-      case_id=_phantom_case_id(seed),
-      target_spacing=cfg.target_spacing,
-      clip_percentiles=tuple(cfg.clip_percentiles),
-  )
+    return _prostatex_example(case, self.builder_config)
 
 
 # ------------------------------------------------------------------------------------------
@@ -480,10 +464,3 @@ def _prostatex_example(case: _ProstatexCase, cfg: ProstatexGlandConfig) -> dict[
         target_spacing=cfg.target_spacing,
         clip_percentiles=tuple(cfg.clip_percentiles),
     )
-
-
-def builder_config(
-    config: str | ProstatexGlandConfig = "phantom", **overrides: Any
-) -> ProstatexGlandConfig:
-  """A config by name (or object) with optional setting overrides (distinct name if any)."""
-  return _common.builder_config(ProstatexGland, config, **overrides)

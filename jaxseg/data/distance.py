@@ -39,28 +39,23 @@ Reference:
   MIDL 2019 (``one_hot2dist`` in the reference code).
 """
 
-import math
 from typing import Optional, Sequence, Union
 
 import numpy as np
 from scipy import ndimage
 
+from jaxseg.data.preprocess import validate_spacing
+
 _Spacing = Optional[Union[float, Sequence[float]]]
 
 
 def _check_spacing(spacing: _Spacing, ndim: int) -> tuple[float, ...]:
+  """``None`` is unit spacing and a scalar is shared by all axes; then `validate_spacing`."""
   if spacing is None:
     return (1.0,) * ndim
   if np.isscalar(spacing):
-    spacing = (float(spacing),) * ndim
-  spacing = tuple(float(s) for s in spacing)
-  if len(spacing) != ndim:
-    raise ValueError(
-        f"spacing must have one value per spatial axis ({ndim}); got "
-        f"{len(spacing)}: {spacing}.")
-  if not all(math.isfinite(s) and s > 0 for s in spacing):
-    raise ValueError(f"spacing must be finite and > 0; got {spacing}.")
-  return spacing
+    spacing = (spacing,) * ndim
+  return tuple(validate_spacing(spacing, ndim=ndim).tolist())
 
 
 def _as_binary(mask: np.ndarray) -> np.ndarray:

@@ -23,6 +23,12 @@ changes by less than half a target voxel on each side. ``resample_affine`` appli
 to the affine, so the world position of every output voxel centre is the world position of the
 input point it was sampled from. Samples outside the input take the value of the nearest edge
 voxel.
+
+Grids in world space. Scans of one exam on different grids (e.g. a 2 x 2 x 3 mm ADC map and a
+0.5 x 0.5 x 3 mm T2W) are brought onto one grid through their affines by
+`resample_to_reference` (the same interpolation as `resample`, zero outside the moved scan's
+field of view), and `center_crop_or_pad` cuts a fixed shape around the centre of a volume,
+moving its affine with it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "center_crop_or_pad",
     "finite_image",
     "load_nifti",
     "make_folds",
@@ -45,6 +52,7 @@ __all__ = [
     "resample",
     "resample_affine",
     "resample_case",
+    "resample_to_reference",
     "resampled_shape",
     "split_cases",
     "split_validation",
@@ -61,21 +69,11 @@ SPLITS: tuple[str, str, str] = ("train", "validation", "test")
 # --------------------------------------------------------------------------------------------
 
 
-def _as_spacing(spacing: Any, name: str, ndim: int = 3) -> np.ndarray:
-  """Returns ``spacing`` as a float64 vector of length ``ndim``, or raises ValueError."""
-  try:
-    arr = np.asarray(spacing, dtype=np.float64)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{name} must be {ndim} numbers, got {spacing!r}.") from e
-  if arr.shape != (ndim,):
-    raise ValueError(f"{name} must have {ndim} entries (one per axis), got {spacing!r}.")
-  if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-    raise ValueError(f"{name} must be finite and positive, got {tuple(arr.tolist())}.")
-  return arr
-
-
 def validate_spacing(spacing: Any, *, name: str = "spacing", ndim: int = 3) -> np.ndarray:
   """Checks a voxel spacing: ``ndim`` finite, positive numbers (mm).
+
+  The one spacing check of the package: every function that takes a spacing calls it (callers
+  that accept ``None`` or a scalar handle those before calling).
 
   Args:
     spacing: the spacing, one value per spatial axis.
@@ -88,7 +86,15 @@ def validate_spacing(spacing: Any, *, name: str = "spacing", ndim: int = 3) -> n
   Raises:
     ValueError: wrong length, non-numeric, zero, negative, NaN or infinite entries.
   """
-  return _as_spacing(spacing, name, ndim)
+  try:
+    arr = np.asarray(spacing, dtype=np.float64)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{name} must be {ndim} numbers, got {spacing!r}.") from e
+  if arr.shape != (ndim,):
+    raise ValueError(f"{name} must have {ndim} entries (one per axis), got {spacing!r}.")
+  if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+    raise ValueError(f"{name} must be finite and positive, got {tuple(arr.tolist())}.")
+  return arr
 
 
 def resampled_shape(
@@ -108,8 +114,8 @@ def resampled_shape(
   """
   shape_arr = np.asarray(shape, dtype=np.int64)
   ndim = shape_arr.size
-  s = _as_spacing(spacing, "spacing", ndim)
-  t = _as_spacing(target_spacing, "target_spacing", ndim)
+  s = validate_spacing(spacing, name="spacing", ndim=ndim)
+  t = validate_spacing(target_spacing, name="target_spacing", ndim=ndim)
   if np.any(shape_arr < 1):
     raise ValueError(f"shape must be positive, got {tuple(shape)}.")
   out = np.floor(shape_arr * s / t + 0.5).astype(np.int64)
@@ -152,8 +158,8 @@ def resample(
   volume = np.asarray(volume)
   if volume.ndim < 1 or volume.size == 0:
     raise ValueError(f"volume must be a non-empty array, got shape {volume.shape}.")
-  s = _as_spacing(spacing, "spacing", volume.ndim)
-  t = _as_spacing(target_spacing, "target_spacing", volume.ndim)
+  s = validate_spacing(spacing, name="spacing", ndim=volume.ndim)
+  t = validate_spacing(target_spacing, name="target_spacing", ndim=volume.ndim)
   if not isinstance(order, (int, np.integer)) or not 0 <= order <= 5:
     raise ValueError(f"order must be an integer in 0..5, got {order!r}.")
   if shape is None:
@@ -179,20 +185,43 @@ def resample(
     raise ValueError(f"order >= 1 needs a real numeric volume, got dtype {volume.dtype}.")
   dtype = _float_dtype(volume.dtype)
   offset = 0.5 * ratio - 0.5  # x_in = ratio * j + offset.
-  return ndimage.affine_transform(
-      volume.astype(dtype, copy=False),
-      ratio,
-      offset=offset,
-      output_shape=out_shape,
-      output=dtype,
-      order=int(order),
-      mode="nearest",
-      prefilter=order > 1,
-  )
+  return _interpolate(volume.astype(dtype, copy=False), ratio, offset, out_shape,
+                      order=int(order), mode="nearest", output=dtype)
 
 
 def _float_dtype(dtype: np.dtype) -> type:
   return np.float64 if dtype == np.float64 else np.float32
+
+
+def _interpolate(
+    volume: np.ndarray,
+    matrix: np.ndarray,
+    offset: np.ndarray,
+    shape: Sequence[int],
+    *,
+    order: int,
+    mode: str,
+    cval: float = 0.0,
+    output: Any = None,
+) -> np.ndarray:
+  """Output voxel ``j`` takes ``volume`` at input index ``matrix @ j + offset`` (spline ``order``).
+
+  The one interpolation of `resample` (diagonal ``matrix``, ``mode="nearest"``: edge values
+  outside) and `resample_to_reference` (any ``matrix``, ``mode="constant"``: ``cval`` outside):
+  `scipy.ndimage.affine_transform`, prefiltered only for ``order > 1`` (orders 0 and 1 need no
+  prefilter). ``output`` is the output dtype (None: the input's).
+  """
+  return ndimage.affine_transform(
+      volume,
+      matrix,
+      offset=offset,
+      output_shape=tuple(shape),
+      output=output,
+      order=order,
+      mode=mode,
+      cval=cval,
+      prefilter=order > 1,
+  )
 
 
 def resample_affine(
@@ -218,8 +247,8 @@ def resample_affine(
     raise ValueError(f"affine must be 4x4, got shape {a.shape}.")
   if not np.all(np.isfinite(a)):
     raise ValueError("affine has non-finite entries.")
-  s = _as_spacing(spacing, "spacing")
-  t = _as_spacing(target_spacing, "target_spacing")
+  s = validate_spacing(spacing, name="spacing")
+  t = validate_spacing(target_spacing, name="target_spacing")
   ratio = t / s
   index_map = np.eye(4)
   index_map[:3, :3] = np.diag(ratio)
@@ -256,12 +285,124 @@ def resample_case(
       raise ValueError(
           f"label shape {label.shape} differs from image shape {image.shape}."
       )
-  t = _as_spacing(target_spacing, "target_spacing")
+  t = validate_spacing(target_spacing, name="target_spacing")
   new_image = resample(image, spacing, t, order=1).astype(np.float32, copy=False)
   new_label = None
   if label is not None:
     new_label = resample(label, spacing, t, order=0, shape=new_image.shape)
   return new_image, new_label, t.copy(), resample_affine(affine, spacing, t)
+
+
+# --------------------------------------------------------------------------------------------
+# Grids in world space: resampling onto another scan's grid, centre crop / pad.
+# --------------------------------------------------------------------------------------------
+
+
+def resample_to_reference(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    *,
+    reference_shape: Sequence[int],
+    reference_affine: np.ndarray,
+    order: int,
+    cval: float = 0.0,
+) -> np.ndarray:
+  """Resamples a volume onto another grid of the same world (scanner) space.
+
+  Output voxel ``j`` of the reference grid takes the input at the continuous voxel index
+
+  .. math::
+
+    i = M j, \\qquad M = A_\\mathrm{src}^{-1} A_\\mathrm{ref}
+
+  (homogeneous coordinates; both affines map voxel centres to world mm), interpolated as in
+  `resample` (``order=1`` linear for images, ``order=0`` nearest for labels: it copies input
+  values, so no new label appears), except that ``M`` is any affine map and points outside the
+  input take ``cval`` (`resample` is the case of a diagonal ``M`` that extends edge values).
+  When the grids coincide (same shape, ``M`` = identity within 1e-3 voxel) the volume is
+  returned unchanged (a copy). Used to bring e.g. the 2 x 2 x 3 mm ADC / DWI of a bpMRI exam
+  onto its 0.5 x 0.5 x 3 mm T2W grid.
+
+  Args:
+    volume: ``(x, y, z)`` array on the grid of ``affine``.
+    affine: its 4x4 voxel-to-world matrix.
+    reference_shape: shape of the target grid.
+    reference_affine: 4x4 voxel-to-world matrix of the target grid.
+    order: spline order, 0 (nearest) or 1 (linear).
+    cval: value outside the input's field of view.
+
+  Returns:
+    The volume on the reference grid (float32 for ``order=1``, the input dtype for 0).
+
+  Raises:
+    ValueError: a volume that is not 3D, affines that are not finite 4x4 matrices, a singular
+      ``affine``, a bad ``reference_shape`` or an ``order`` other than 0 and 1.
+  """
+  volume = np.asarray(volume)
+  if volume.ndim != 3:
+    raise ValueError(f"volume must be 3D, got shape {volume.shape}.")
+  a = np.asarray(affine, np.float64)
+  r = np.asarray(reference_affine, np.float64)
+  if a.shape != (4, 4) or r.shape != (4, 4):
+    raise ValueError("affines must be 4x4.")
+  if not (np.all(np.isfinite(a)) and np.all(np.isfinite(r))):
+    raise ValueError("affines must be finite.")
+  ref_shape = tuple(int(n) for n in reference_shape)
+  if len(ref_shape) != 3 or min(ref_shape) < 1:
+    raise ValueError(f"reference_shape must be 3 positive ints, got {reference_shape}.")
+  if order not in (0, 1):
+    raise ValueError(f"order must be 0 or 1, got {order!r}.")
+  try:
+    m = np.linalg.solve(a, r)
+  except np.linalg.LinAlgError as e:
+    raise ValueError("affine is singular.") from e
+  if volume.shape == ref_shape and np.allclose(m, np.eye(4), atol=1e-3):
+    return volume.copy() if order == 0 else volume.astype(np.float32)
+  src = volume if order == 0 else volume.astype(np.float32)
+  return _interpolate(src, m[:3, :3], m[:3, 3], ref_shape, order=order, mode="constant",
+                      cval=cval)
+
+
+def center_crop_or_pad(
+    volume: np.ndarray, shape: Sequence[int], *, fill: float = 0, affine: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+  """Centre crop (or pad with ``fill``) the three leading axes of ``volume`` to ``shape``.
+
+  Along an axis of size ``n`` and target ``c`` the output covers input indices
+  ``start .. start + c - 1`` with ``start = floor((n - c) / 2)``: an odd excess is cropped one
+  voxel more after than before, an odd deficit padded one voxel more before than after
+  (``-start`` voxels before). The affine's origin moves to input voxel ``start``:
+  ``A_out = A T(start)``, so every kept voxel keeps its world position.
+
+  Args:
+    volume: array whose three leading axes are spatial (trailing axes, e.g. channels, are
+      kept).
+    shape: the ``(x, y, z)`` output shape.
+    fill: value of the padded voxels.
+    affine: optional 4x4 voxel-to-world matrix of ``volume``.
+
+  Returns:
+    ``(volume, affine)`` (affine None when none was given).
+
+  Raises:
+    ValueError: ``shape`` is not 3 positive ints, or ``volume`` has fewer than 3 axes.
+  """
+  shape = tuple(int(c) for c in shape)
+  if len(shape) != 3 or min(shape) < 1 or volume.ndim < 3:
+    raise ValueError(f"bad crop shape {shape} for a volume of shape {volume.shape}.")
+  start = [(n - c) // 2 for n, c in zip(volume.shape[:3], shape)]
+  out = np.full(shape + volume.shape[3:], fill, dtype=volume.dtype)
+  src, dst = [], []
+  for s, c, n in zip(start, shape, volume.shape[:3]):
+    lo, hi = max(s, 0), min(s + c, n)
+    src.append(slice(lo, hi))
+    dst.append(slice(lo - s, hi - s))
+  out[tuple(dst)] = volume[tuple(src)]
+  if affine is None:
+    return out, None
+  t = np.eye(4)
+  t[:3, 3] = start
+  return out, np.asarray(affine, np.float64) @ t
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,12 +637,7 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, An
     ) from e
   if data.ndim < 3:
     raise ValueError(f"NIfTI file {p} is not a 3D volume: shape {data.shape}.")
-  spacing = np.asarray(zooms[:3], dtype=np.float64)
-  if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-    raise ValueError(
-        f"NIfTI file {p} has an invalid voxel spacing {tuple(spacing.tolist())}: "
-        "must be three finite, positive values."
-    )
+  spacing = validate_spacing(zooms[:3], name=f"NIfTI file {p}: voxel spacing")
   return data, spacing, img
 
 

@@ -96,6 +96,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage, spatial
 
+from jaxseg.data.preprocess import validate_spacing
+
 __all__ = [
     "MICROSEGNET_HD95",
     "SurfaceMetricResult",
@@ -141,18 +143,6 @@ def _as_mask(x: ArrayLike, name: str) -> np.ndarray:
   return arr.astype(bool)
 
 
-def _check_spacing(spacing: ArrayLike, ndim: int) -> np.ndarray:
-  try:
-    sp = np.asarray(spacing, dtype=np.float64)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"spacing must be a sequence of {ndim} numbers, got {spacing!r}") from e
-  if sp.ndim != 1 or sp.shape[0] != ndim:
-    raise ValueError(f"spacing must have one value per axis ({ndim}), got {spacing!r}")
-  if not np.all(np.isfinite(sp)) or not np.all(sp > 0):
-    raise ValueError(f"spacing values must be finite and > 0, got {spacing!r}")
-  return sp
-
-
 def _check_connectivity(connectivity: int | None, ndim: int) -> int:
   if connectivity is None:
     return ndim
@@ -193,7 +183,7 @@ def _check_pair(
     raise ValueError(f"masks must be 2D or 3D, got shape {a.shape}")
   if a.size == 0:
     raise ValueError(f"masks must not be empty arrays, got shape {a.shape}")
-  sp = _check_spacing(spacing, a.ndim)
+  sp = validate_spacing(spacing, ndim=a.ndim)
   conn = _check_connectivity(connectivity, a.ndim)
   return a, b, sp, conn
 

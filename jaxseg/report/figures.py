@@ -39,6 +39,8 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from jaxseg.data.preprocess import validate_spacing  # noqa: E402
+
 LABEL_COLOURS = ("#000000", "#f7e13b", "#2ec4b6", "#d1495b", "#4cc9f0", "#3a86ff", "#8d5524",
                  "#70e000", "#ff6d00", "#c77dff")
 
@@ -137,9 +139,7 @@ def display_aspect(spacing: Sequence[float], axes: Sequence[str] = RAS_AXIAL) ->
   Returns:
     The spacing of the displayed rows divided by that of the displayed columns.
   """
-  s = np.asarray(spacing, np.float64).reshape(-1)
-  if s.shape != (2,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
-    raise ValueError(f"spacing must be two finite positive values, got {spacing!r}")
+  s = validate_spacing(spacing, ndim=2)
   transpose = _display_plan(axes)[0]
   rows, cols = (s[1], s[0]) if transpose else (s[0], s[1])
   return float(rows / cols)

@@ -9,7 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from jaxseg.data import preprocess
+from jaxseg import hierarchy
+from jaxseg.data import distance, preprocess
+from jaxseg.data.phantoms import common
+from jaxseg.metrics import surface
+from jaxseg.report import figures
 
 
 def _voxel_to_input(m, t, s):
@@ -223,6 +227,110 @@ class ResampleCaseTest(chex.TestCase):
       )
     with self.assertRaisesRegex(ValueError, "3D"):
       preprocess.resample_case(np.zeros((4, 4)), None, (1, 1, 1), np.eye(4), (1, 1, 1))
+
+
+def _world(affine, shape):
+  """World coordinates (3, *shape) of the voxel centres."""
+  idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")).reshape(3, -1)
+  return (affine[:3, :3] @ idx + affine[:3, 3:]).reshape((3,) + tuple(shape))
+
+
+class ResampleToReferenceTest(chex.TestCase):
+
+  def test_linear_is_exact_on_a_world_ramp(self):
+    # Source: a 2 x 2 x 3 mm grid (flipped x, shifted); reference: 0.5 x 0.5 x 3 mm, as in PI-CAI.
+    src_aff = np.diag([-2.0, 2.0, 3.0, 1.0])
+    src_aff[:3, 3] = [60.0, -82.0, 12.0]
+    ref_aff = np.diag([-0.5, 0.5, 3.0, 1.0])
+    ref_aff[:3, 3] = [60.0, -80.0, 12.0]
+    ramp = lambda w: 1000.0 + 10.0 * w[0] + 5.0 * w[1] + 2.0 * w[2]
+    src = ramp(_world(src_aff, (8, 8, 6))).astype(np.float32)
+    out = preprocess.resample_to_reference(
+        src, src_aff, reference_shape=(30, 20, 6), reference_affine=ref_aff, order=1, cval=-1.0)
+    self.assertEqual(out.dtype, np.float32)
+    self.assertEqual(out.shape, (30, 20, 6))
+    expected = ramp(_world(ref_aff, (30, 20, 6)))
+    # Reference voxels i >= 29 (x_w < 46) are outside the source's field of view: cval.
+    inside = np.zeros(out.shape, bool)
+    inside[:29] = True
+    np.testing.assert_allclose(out[inside], expected[inside], rtol=1e-5)
+    np.testing.assert_array_equal(out[~inside], -1.0)
+
+  def test_nearest_and_identity(self):
+    src_aff = np.diag([2.0, 2.0, 3.0, 1.0])
+    ref_aff = np.diag([1.0, 1.0, 3.0, 1.0])
+    labels = np.zeros((4, 4, 2), np.uint8)
+    labels[1:3, 1:3, :] = 2
+    labels[0, 0, 0] = 1
+    out = preprocess.resample_to_reference(
+        labels, src_aff, reference_shape=(8, 8, 2), reference_affine=ref_aff, order=0)
+    self.assertEqual(out.dtype, np.uint8)
+    self.assertLessEqual(set(np.unique(out).tolist()), {0, 1, 2})
+    # Reference voxel j sits at source index j / 2: even j hit source voxels exactly.
+    np.testing.assert_array_equal(out[::2, ::2], labels)
+    same = preprocess.resample_to_reference(
+        labels, src_aff, reference_shape=(4, 4, 2), reference_affine=src_aff + 1e-6, order=0)
+    np.testing.assert_array_equal(same, labels)
+    self.assertIsNot(same, labels)
+    with self.assertRaisesRegex(ValueError, "order"):
+      preprocess.resample_to_reference(
+          labels, src_aff, reference_shape=(8, 8, 2), reference_affine=ref_aff, order=3)
+    with self.assertRaisesRegex(ValueError, "singular"):
+      preprocess.resample_to_reference(
+          labels, np.zeros((4, 4)), reference_shape=(8, 8, 2), reference_affine=ref_aff,
+          order=0)
+    with self.assertRaisesRegex(ValueError, "3D"):
+      preprocess.resample_to_reference(
+          labels[0], src_aff, reference_shape=(8, 8, 2), reference_affine=ref_aff, order=0)
+
+  def test_agrees_with_resample_inside_the_field_of_view(self):
+    # The grid of `resample` (affine `resample_affine`) is a reference grid like any other:
+    # wherever it samples inside the input, both give the same linear interpolation.
+    rng = np.random.default_rng(3)
+    vol = rng.normal(size=(12, 10, 5)).astype(np.float32)
+    spacing, target = (0.5, 0.6, 3.0), (0.7, 0.45, 2.0)
+    affine = np.diag(list(spacing) + [1.0])
+    affine[:3, 3] = [4.0, -3.0, 7.0]
+    want = preprocess.resample(vol, spacing, target, order=1)
+    got = preprocess.resample_to_reference(
+        vol, affine, reference_shape=want.shape,
+        reference_affine=preprocess.resample_affine(affine, spacing, target), order=1)
+    inside = np.ones(want.shape, bool)
+    for axis, (n, m) in enumerate(zip(vol.shape, want.shape)):
+      x = _voxel_to_input(m, target[axis], spacing[axis])
+      keep = (x >= 0) & (x <= n - 1)
+      inside &= np.expand_dims(keep, [a for a in range(3) if a != axis])
+    self.assertGreater(inside.mean(), 0.5)
+    np.testing.assert_allclose(got[inside], want[inside], rtol=1e-5, atol=1e-5)
+
+
+class CenterCropOrPadTest(chex.TestCase):
+
+  def test_crop_pad_and_affine(self):
+    vol = np.arange(6 * 5 * 3).reshape(6, 5, 3)
+    aff = np.diag([-0.5, 0.5, 3.0, 1.0])
+    aff[:3, 3] = [10.0, -20.0, 5.0]
+    out, new_aff = preprocess.center_crop_or_pad(vol, (4, 7, 3), affine=aff)
+    self.assertEqual(out.shape, (4, 7, 3))
+    # x: crop start (6 - 4) // 2 = 1; y: pad start (5 - 7) // 2 = -1 (one zero row each side).
+    np.testing.assert_array_equal(out[:, 1:6], vol[1:5])
+    np.testing.assert_array_equal(out[:, 0], 0)
+    np.testing.assert_array_equal(out[:, 6], 0)
+    # The world position of every kept voxel is unchanged.
+    np.testing.assert_allclose(new_aff @ [0, 1, 0, 1], aff @ [1, 0, 0, 1])
+    self.assertIsNone(preprocess.center_crop_or_pad(vol, (4, 7, 3))[1])
+
+  def test_odd_sizes_and_channels(self):
+    vol = np.arange(6 * 5 * 3).reshape(6, 5, 3)
+    # Odd padding: start (3 - 6) // 2 = -2, i.e. two voxels before and one after.
+    odd, _ = preprocess.center_crop_or_pad(vol[..., None], (6, 5, 6), fill=-1)
+    self.assertEqual(odd.shape, (6, 5, 6, 1))
+    np.testing.assert_array_equal(odd[:, :, 2:5, 0], vol)
+    self.assertTrue(np.all(odd[:, :, [0, 1, 5]] == -1))
+    # Odd cropping: start (5 - 2) // 2 = 1, i.e. one voxel removed before and two after.
+    np.testing.assert_array_equal(preprocess.center_crop_or_pad(vol, (6, 2, 3))[0], vol[:, 1:3])
+    with self.assertRaisesRegex(ValueError, "crop shape"):
+      preprocess.center_crop_or_pad(vol, (4, 4))
 
 
 def _normalize_reference(x, lower, upper, mask=None):
@@ -453,8 +561,43 @@ class LoadNiftiTest(chex.TestCase):
     with open(path, "r+b") as f:
       f.seek(76 + 8)
       f.write(struct.pack("<f", value))
-    with self.assertRaisesRegex(ValueError, r"s\.nii has an invalid voxel spacing"):
+    with self.assertRaisesRegex(ValueError, r"s\.nii: voxel spacing must be finite and positive"):
       preprocess.load_nifti(path)
+
+
+class ValidateSpacingTest(chex.TestCase):
+
+  def test_valid(self):
+    got = preprocess.validate_spacing([1, 0.5, 3])
+    self.assertEqual(got.dtype, np.float64)
+    np.testing.assert_array_equal(got, [1.0, 0.5, 3.0])
+    np.testing.assert_array_equal(preprocess.validate_spacing((2, 1), ndim=2), [2.0, 1.0])
+
+  @parameterized.parameters(
+      ((1.0, 1.0), r"^sp must have 3 entries \(one per axis\), got \(1\.0, 1\.0\)\.$"),
+      (("a", 1.0, 1.0), r"^sp must be 3 numbers, got \('a', 1\.0, 1\.0\)\.$"),
+      ((1.0, 0.0, 1.0), r"^sp must be finite and positive, got \(1\.0, 0\.0, 1\.0\)\.$"),
+      ((1.0, 1.0, -np.inf), r"^sp must be finite and positive, got \(1\.0, 1\.0, -inf\)\.$"),
+  )
+  def test_invalid(self, spacing, message):
+    with self.assertRaisesRegex(ValueError, message):
+      preprocess.validate_spacing(spacing, name="sp")
+
+  def test_every_caller_uses_it(self):
+    # The one spacing check: each function that takes a spacing raises its message.
+    mask = np.zeros((4, 4, 2), bool)
+    mask[1:3, 1:3] = True
+    calls = [
+        lambda: distance.signed_distance_map(mask, spacing=(1.0, np.nan, 1.0)),
+        lambda: surface.hausdorff_distance(mask, mask, spacing=(1.0, np.nan, 1.0)),
+        lambda: hierarchy.class_centroids_mm(mask.astype(np.uint8), spacing=(1.0, np.nan, 1.0),
+                                             num_classes=2),
+        lambda: figures.display_aspect((1.0, np.nan)),
+        lambda: common.check_shape_spacing((4, 4, 2), (1.0, np.nan, 1.0)),
+    ]
+    for call in calls:
+      with self.assertRaisesRegex(ValueError, r"spacing must be finite and positive, got \("):
+        call()
 
 
 class ValidateLabelTest(chex.TestCase):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import datasets
 from datasets import _builder
 from datasets import male_pelvic_mr
 from jaxseg.data import preprocess
@@ -72,14 +73,29 @@ def test_split_by_case_leaves_out_zero_fraction_splits():
   assert out == {"test": [0, 1, 2]}
 
 
-def test_generate_examples_keys_by_case_id():
-  fake = types.SimpleNamespace(_example=lambda seed: {"case_id": f"id-{seed}", "x": seed * 2})
+def test_generate_examples_keys_by_case_id_and_dispatches_phantoms_to_the_generator():
+  fake = types.SimpleNamespace(
+      builder_config=types.SimpleNamespace(source="release"),
+      _example=lambda case: {"case_id": f"id-{case}", "x": case * 2},
+      _phantom_example=lambda seed: {"case_id": f"phantom-{seed}", "x": -seed})
   out = list(_builder.CaseBuilder._generate_examples(fake, [3, 1]))
   assert out == [("id-3", {"case_id": "id-3", "x": 6}), ("id-1", {"case_id": "id-1", "x": 2})]
+  fake.builder_config.source = _builder.PHANTOM
+  out = list(_builder.CaseBuilder._generate_examples(fake, [3]))
+  assert out == [("phantom-3", {"case_id": "phantom-3", "x": -3})]
+
+
+def test_phantom_splits_use_the_id_pattern_and_leave_out_excluded_ids(tmp_path):
+  splits = datasets.load("male_pelvic_mr", data_dir=tmp_path, num_cases=4,
+                         phantom_shape=(16, 16, 4), phantom_spacing=(3.0, 3.0, 3.0),
+                         target_spacing=(3.0, 3.0, 3.0), split_fractions=(1.0, 0.0, 0.0),
+                         exclude_ids=("phantom-0001",))
+  assert [ex["case_id"] for ex in splits["train"]] == [
+      "phantom-0000", "phantom-0002", "phantom-0003"]
 
 
 def test_a_zero_fraction_split_builds_without_it(tmp_path):
-  splits = male_pelvic_mr.load(
+  splits = datasets.load("male_pelvic_mr",
       "phantom", data_dir=tmp_path, num_cases=2, phantom_shape=(16, 16, 4),
       phantom_spacing=(3.0, 3.0, 3.0), target_spacing=(3.0, 3.0, 3.0),
       split_fractions=(1.0, 0.0, 0.0),
@@ -89,7 +105,7 @@ def test_a_zero_fraction_split_builds_without_it(tmp_path):
 
 
 def test_info_records_the_config():
-  cfg = male_pelvic_mr.builder_config("phantom", num_cases=3)
+  cfg = datasets.builder_config("male_pelvic_mr", "phantom", num_cases=3)
   builder = male_pelvic_mr.MalePelvicMr(config=cfg, data_dir="/nonexistent-jaxseg-test")
   info = builder.info
   assert info.metadata["config_fingerprint"] == cfg.fingerprint()

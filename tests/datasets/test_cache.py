@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import datasets
 from datasets import _common
-from datasets import micro_us
-from datasets import promise12
 from jaxseg.errors import DataError
 
 _N = 7  # The fewest cases promise12 accepts (5 / 1 / 1).
@@ -41,7 +40,7 @@ def _write_release(root: Path, *, label_value: int = 1) -> dict[str, np.ndarray]
 
 
 def _load(data_dir: Path, manual_dir: Path | None):
-  return promise12.load("preprocessed", data_dir=data_dir, manual_dir=manual_dir)
+  return datasets.load("promise12", "preprocessed", data_dir=data_dir, manual_dir=manual_dir)
 
 
 def _labels(splits) -> dict[str, np.ndarray]:
@@ -161,13 +160,13 @@ def test_build_without_record(cached, tmp_path, capsys):
 def test_phantom_unaffected(tmp_path, capsys):
   tiny = dict(num_cases=3, num_slices=2, phantom_size=(24, 20), phantom_spacing=(0.9, 6.0),
               image_size=8, split_fractions=(0.34, 0.33, 0.33))
-  first = micro_us.load("phantom", data_dir=tmp_path, **tiny)
+  first = datasets.load("micro_us", "phantom", data_dir=tmp_path, **tiny)
   (version,) = [p.parent for p in (tmp_path / "micro_us").glob("*/*/dataset_info.json")]
   record = json.loads((version / _common.MANUAL_RECORD).read_text())
   assert record["manual_dir"] is None
   capsys.readouterr()
   for manual_dir in (None, tmp_path / "nowhere"):
-    again = micro_us.load("phantom", data_dir=tmp_path, manual_dir=manual_dir, **tiny)
+    again = datasets.load("micro_us", "phantom", data_dir=tmp_path, manual_dir=manual_dir, **tiny)
     assert [ex["case_id"] for ex in again["train"]] == [ex["case_id"] for ex in first["train"]]
   assert capsys.readouterr().err == ""
 

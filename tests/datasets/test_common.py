@@ -3,10 +3,13 @@
 import os
 import types
 
+import numpy as np
 import pytest
 
 from datasets import _common
 from datasets import male_pelvic_mr
+from jaxseg.data import preprocess
+from jaxseg.errors import ConfigError
 
 
 def test_default_data_dir(monkeypatch, tmp_path):
@@ -61,10 +64,18 @@ def test_check_shape_rejects(bad):
 
 @pytest.mark.parametrize("bad", [(1.0, 1.0), (1.0, 0.0, 3.0), (1.0, -2.0, 3.0),
                                  (1.0, float("nan"), 3.0), (float("inf"), 1.0, 1.0), None])
-def test_check_spacing_rejects(bad):
-  with pytest.raises(ValueError) as e:
+def test_check_spacing_rejects_with_the_one_validators_message(bad):
+  with pytest.raises(ConfigError) as e:
     _common.check_spacing("target_spacing", bad)
-  assert str(e.value) == f"target_spacing must be 3 finite positive numbers, got {bad}."
+  with pytest.raises(ValueError) as expected:
+    preprocess.validate_spacing(bad, name="target_spacing")
+  assert str(e.value) == str(expected.value)
+  assert str(e.value).startswith("target_spacing must ")
+
+
+def test_check_spacing_returns_floats():
+  assert _common.check_spacing("s", [1, 2, np.float32(3.5)]) == (1.0, 2.0, 3.5)
+  assert _common.check_spacing("s", (0.5, 2), ndim=2) == (0.5, 2.0)
 
 
 def test_check_spacing_accepts():

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import datasets
 from datasets import _common
 from datasets import male_pelvic_mr
 from datasets.male_pelvic_mr import male_pelvic_mr as builder_module
@@ -27,7 +28,7 @@ _TINY_PHANTOM = dict(
 
 
 def test_phantom_build(tmp_path):
-  splits = male_pelvic_mr.load("phantom", data_dir=tmp_path, **_TINY_PHANTOM)
+  splits = datasets.load("male_pelvic_mr", "phantom", data_dir=tmp_path, **_TINY_PHANTOM)
   assert sorted(splits) == ["test", "train", "validation"]
   assert [len(splits[k]) for k in ("train", "validation", "test")] == [6, 1, 1]
   ids = [ex["case_id"] for k in splits for ex in splits[k]]
@@ -59,27 +60,27 @@ def test_phantom_build(tmp_path):
   assert set(np.unique(ex["label"])) <= set(range(9)) and ex["label"].any()
 
   # Built once: a second load reads the cache and gives the same data.
-  again = male_pelvic_mr.load("phantom", data_dir=tmp_path, **_TINY_PHANTOM)
+  again = datasets.load("male_pelvic_mr", "phantom", data_dir=tmp_path, **_TINY_PHANTOM)
   np.testing.assert_array_equal(again["train"][0]["image"], ex["image"])
 
 
 def test_custom_configs_get_distinct_names():
   base = male_pelvic_mr.PHANTOM
-  a = male_pelvic_mr.builder_config("phantom", num_cases=8)
-  b = male_pelvic_mr.builder_config("phantom", num_cases=9)
-  c = male_pelvic_mr.builder_config("phantom", num_cases=8)
+  a = datasets.builder_config("male_pelvic_mr", "phantom", num_cases=8)
+  b = datasets.builder_config("male_pelvic_mr", "phantom", num_cases=9)
+  c = datasets.builder_config("male_pelvic_mr", "phantom", num_cases=8)
   assert a.name != base.name and a.name != b.name and a.name == c.name
   assert a.name.startswith("phantom_") and a.num_cases == 8 and base.num_cases == 40
   assert a.replace(num_cases=9).name == b.name  # no stacked suffixes
-  assert male_pelvic_mr.builder_config("phantom") is base
+  assert datasets.builder_config("male_pelvic_mr", "phantom") is base
   assert base.version is not None and base.release_notes
   assert male_pelvic_mr.ZENODO.version is not None and male_pelvic_mr.ZENODO.release_notes
   with pytest.raises(ValueError, match="Unknown setting"):
-    male_pelvic_mr.builder_config("phantom", num_case=8)
+    datasets.builder_config("male_pelvic_mr", "phantom", num_case=8)
   with pytest.raises(ValueError, match="Unknown config"):
-    male_pelvic_mr.builder_config("phantoms")
+    datasets.builder_config("male_pelvic_mr", "phantoms")
   with pytest.raises(ValueError, match="split_by"):
-    male_pelvic_mr.builder_config("zenodo", split_by="scanner")
+    datasets.builder_config("male_pelvic_mr", "zenodo", split_by="scanner")
 
 
 def test_same_name_different_settings_refused(tmp_path):
@@ -140,7 +141,7 @@ def zenodo_dir(tmp_path_factory):
 
 
 def _zenodo(tmp_path, manual_dir, **overrides):
-  return male_pelvic_mr.load(
+  return datasets.load("male_pelvic_mr",
       "zenodo", data_dir=tmp_path / "tfds", manual_dir=manual_dir, **overrides
   )
 
@@ -190,9 +191,9 @@ class TestZenodo:
     # E.g. the PROMISE12 cases of the release: left out before the split, logged; numbers are
     # zero-padded uids, the order does not change the config, an unknown id is a warning.
     root, cases = zenodo_dir
-    cfg = male_pelvic_mr.builder_config("zenodo", exclude_ids=(1, "001003", "999999"))
+    cfg = datasets.builder_config("male_pelvic_mr", "zenodo", exclude_ids=(1, "001003", "999999"))
     assert cfg.exclude_ids == ("000001", "001003", "999999")
-    same = male_pelvic_mr.builder_config("zenodo", exclude_ids="999999, 001003 1")
+    same = datasets.builder_config("male_pelvic_mr", "zenodo", exclude_ids="999999, 001003 1")
     assert same.name == cfg.name != male_pelvic_mr.ZENODO.name
     assert "exclude_ids" in male_pelvic_mr.ZENODO.settings()
     with caplog.at_level("INFO", logger="datasets._exclude"):
@@ -205,7 +206,7 @@ class TestZenodo:
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "999999" in warnings[0].getMessage()
     with pytest.raises(ValueError, match="exclude_ids must be case ids"):
-      male_pelvic_mr.builder_config("zenodo", exclude_ids=(1.5,))
+      datasets.builder_config("male_pelvic_mr", "zenodo", exclude_ids=(1.5,))
 
   def test_deterministic(self, tmp_path, zenodo_dir):
     root, _ = zenodo_dir

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import datasets
 from datasets import _common
 from datasets import micro_us
 from jaxseg.data import preprocess
@@ -55,7 +56,7 @@ def _resize_nearest(volume, m):
 
 
 def test_phantom_build(tmp_path):
-  splits = micro_us.load("phantom", data_dir=tmp_path, **_TINY_PHANTOM)
+  splits = datasets.load("micro_us", "phantom", data_dir=tmp_path, **_TINY_PHANTOM)
   assert sorted(splits) == ["test", "train", "validation"]
   ids = {k: [ex["case_id"] for ex in v] for k, v in splits.items()}
   assert [len(ids[k]) for k in ("train", "validation", "test")] == [4, 1, 1]
@@ -91,27 +92,27 @@ def test_phantom_build(tmp_path):
   np.testing.assert_allclose(ex["affine"] @ [*j, 1], case.affine @ [*x_in, 1], atol=1e-9)
 
   # Cached: a second load reads the same data.
-  again = micro_us.load("phantom", data_dir=tmp_path, **_TINY_PHANTOM)
+  again = datasets.load("micro_us", "phantom", data_dir=tmp_path, **_TINY_PHANTOM)
   np.testing.assert_array_equal(again["train"][0]["image"], ex["image"])
 
 
 def test_configs():
   base = micro_us.PHANTOM
-  a = micro_us.builder_config("phantom", num_cases=8)
+  a = datasets.builder_config("micro_us", "phantom", num_cases=8)
   assert a.name.startswith("phantom_") and a.num_cases == 8 and base.num_cases == 40
-  assert micro_us.builder_config("phantom") is base
+  assert datasets.builder_config("micro_us", "phantom") is base
   assert base.image_size == 224 and base.split_fractions == (0.7, 0.1, 0.2)
   ms = micro_us.MICROSEGNET
   assert ms.source == "microsegnet" and ms.validation_fraction == 0.1 and ms.split_seed == 42
   assert ms.slice_axis == 2 and ms.spacing_mm == micro_us.MICROSEGNET_SPACING_MM == 0.033586
   with pytest.raises(ValueError, match="Unknown config"):
-    micro_us.builder_config("micro")
+    datasets.builder_config("micro_us", "micro")
   with pytest.raises(ValueError, match="Unknown setting"):
-    micro_us.builder_config("phantom", num_case=3)
+    datasets.builder_config("micro_us", "phantom", num_case=3)
   for bad in (dict(slice_axis=3), dict(validation_fraction=0.0), dict(spacing_mm=-1.0),
               dict(image_size=0), dict(phantom_spacing=(0.2,)), dict(source="mri")):
     with pytest.raises(ValueError):
-      micro_us.builder_config("microsegnet", **bad)
+      datasets.builder_config("micro_us", "microsegnet", **bad)
 
 
 def test_preprocess_case_checks():
@@ -196,7 +197,7 @@ def release(tmp_path_factory):
 
 
 def _load(tmp_path, manual_dir, **overrides):
-  return micro_us.load(
+  return datasets.load("micro_us",
       "microsegnet", data_dir=tmp_path / "tfds", manual_dir=manual_dir,
       image_size=_SIZE, **overrides
   )

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import promise12_to_nnunet
+import datasets
 from datasets import nnunet
 from jaxseg.data import preprocess
 from jaxseg.errors import DataError
@@ -72,7 +73,8 @@ def _zscore(x, lower=0.5, upper=99.5):
 
 def _load(tmp_path, manual_dir, config="raw", **overrides):
   overrides.setdefault("split_fractions", _FRACTIONS)
-  return nnunet.load(config, data_dir=tmp_path / "tfds", manual_dir=manual_dir, **overrides)
+  return datasets.load("nnunet", config, data_dir=tmp_path / "tfds", manual_dir=manual_dir,
+                       **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def test_raw_round_trip(tmp_path, raw_dir):
     np.testing.assert_array_equal(ex["label"], np.select([label == 2, label == 5], [1, 2], 0))
     np.testing.assert_allclose(ex["spacing"], [0.5, 0.6, 3.0], rtol=1e-6)
     np.testing.assert_allclose(ex["affine"], _AFFINE, atol=1e-6)
-  meta = nnunet.metadata("raw", data_dir=tmp_path / "tfds", split_fractions=_FRACTIONS)
+  meta = datasets.metadata("nnunet", "raw", data_dir=tmp_path / "tfds", split_fractions=_FRACTIONS)
   assert meta["class_names"] == ["background", "TZ", "PZ"]
   assert meta["channel_names"] == ["T2", "ADC"]
   assert meta["label_values"] == [0, 2, 5]
@@ -221,7 +223,7 @@ def test_missing_dataset_json_gives_the_layout(tmp_path):
 
 def test_no_manual_dir_gives_the_layout(tmp_path):
   with pytest.raises(FileNotFoundError) as e:
-    nnunet.load(data_dir=tmp_path / "tfds")
+    datasets.load("nnunet", data_dir=tmp_path / "tfds")
   message = str(e.value)
   assert isinstance(e.value, DataError)
   assert "for nnunet (config 'raw') does not exist or is empty" in message
@@ -286,7 +288,7 @@ def test_msd_4d_layout(tmp_path):
     np.testing.assert_allclose(ex["image"][..., 1], _zscore(adc), atol=1e-5)
     np.testing.assert_array_equal(ex["label"], label)  # PZ = 1, TZ = 2 as MSD gives them
     np.testing.assert_allclose(ex["affine"], _AFFINE, atol=1e-6)
-  meta = nnunet.metadata("msd", data_dir=tmp_path / "tfds", split_fractions=_FRACTIONS)
+  meta = datasets.metadata("nnunet", "msd", data_dir=tmp_path / "tfds", split_fractions=_FRACTIONS)
   assert meta["class_names"] == ["background", "PZ", "TZ"]
   assert meta["channel_names"] == ["T2", "ADC"]
 
@@ -330,5 +332,5 @@ def test_promise12_conversion_loads(tmp_path):
     np.testing.assert_allclose(z, _zscore(image.transpose(2, 1, 0)), atol=1e-4)
     np.testing.assert_allclose(ex["affine"], np.diag([-1.0, -1.0, 1.0, 1.0]))
     np.testing.assert_allclose(ex["spacing"], [1.0, 1.0, 1.0])
-  meta = nnunet.metadata(data_dir=tmp_path / "tfds", split_fractions=_FRACTIONS)
+  meta = datasets.metadata("nnunet", data_dir=tmp_path / "tfds", split_fractions=_FRACTIONS)
   assert meta["class_names"] == ["background", "prostate"] and meta["channel_names"] == ["T2"]

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import datasets
 from datasets import _itk
 from datasets import prostatex_bpmri
 from jaxseg.data import preprocess
@@ -50,7 +51,7 @@ def _nifti_to_mha(src, dst):
 
 def _load(tmp_path, manual, build, **overrides):
   settings = dict(target_spacing=None, crop_shape=None, split_fractions=(0, 0, 1))
-  splits = prostatex_bpmri.load("picai", data_dir=tmp_path / build, manual_dir=manual,
+  splits = datasets.load("prostatex_bpmri", "picai", data_dir=tmp_path / build, manual_dir=manual,
                                 **{**settings, **overrides})
   return {e["case_id"]: e for e in splits["test"]}
 
@@ -261,15 +262,16 @@ def test_exclude_settings_and_names():
   base = prostatex_bpmri.PICAI
   assert base.exclude_ids == () and base.exclude_prostatex is False
   assert {"exclude_ids", "exclude_prostatex"} <= set(base.settings())
-  a = prostatex_bpmri.builder_config("picai", exclude_ids=("2_22", "1_11"))
-  b = prostatex_bpmri.builder_config("picai", exclude_ids="1_11, 2_22")
+  a = datasets.builder_config("prostatex_bpmri", "picai", exclude_ids=("2_22", "1_11"))
+  b = datasets.builder_config("prostatex_bpmri", "picai", exclude_ids="1_11, 2_22")
   assert a.exclude_ids == ("1_11", "2_22") and a.name == b.name != base.name
-  assert a.name != prostatex_bpmri.builder_config("picai", exclude_ids=("1_11",)).name
-  assert prostatex_bpmri.builder_config("picai", exclude_prostatex=True).name != base.name
+  assert a.name != datasets.builder_config("prostatex_bpmri", "picai", exclude_ids=("1_11",)).name
+  assert datasets.builder_config("prostatex_bpmri", "picai",
+                                 exclude_prostatex=True).name != base.name
   with pytest.raises(ValueError, match="exclude_prostatex is a setting of source 'picai'"):
-    prostatex_bpmri.builder_config("prostatex", exclude_prostatex=True)
+    datasets.builder_config("prostatex_bpmri", "prostatex", exclude_prostatex=True)
   with pytest.raises(ValueError, match="exclude_ids must be case ids"):
-    prostatex_bpmri.builder_config("picai", exclude_ids=("1_11", ""))
+    datasets.builder_config("prostatex_bpmri", "picai", exclude_ids=("1_11", ""))
 
 
 def test_exclude_ids_picai(tmp_path, tiny_picai, caplog):
@@ -286,7 +288,8 @@ def test_exclude_ids_picai(tmp_path, tiny_picai, caplog):
 def test_exclude_ids_phantom(tmp_path):
   tiny = dict(num_cases=3, phantom_shape=(24, 24, 8), phantom_spacing=(4.0, 4.0, 4.0),
               target_spacing=(4.0, 4.0, 4.0), crop_shape=None, split_fractions=(0, 0, 1))
-  splits = prostatex_bpmri.load("phantom", data_dir=tmp_path, exclude_ids=("bpmri-0001",),
+  splits = datasets.load("prostatex_bpmri", "phantom", data_dir=tmp_path,
+                         exclude_ids=("bpmri-0001",),
                                 **tiny)
   assert [e["case_id"] for e in splits["test"]] == ["bpmri-0000", "bpmri-0002"]
 
@@ -309,5 +312,5 @@ def test_exclude_prostatex_real_sample(tmp_path):
   if not _REAL_DIR.is_dir():
     pytest.skip(f"real PROSTATEx sample not found at {_REAL_DIR}")
   with pytest.raises(ValueError, match=r"exclude_prostatex=True leaves none of the 2 cases"):
-    prostatex_bpmri.load("picai", data_dir=tmp_path, manual_dir=_REAL_DIR.resolve(),
+    datasets.load("prostatex_bpmri", "picai", data_dir=tmp_path, manual_dir=_REAL_DIR.resolve(),
                          split_fractions=(0, 0, 1), exclude_prostatex=True)

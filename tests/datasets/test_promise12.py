@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import datasets
 from datasets import promise12
 from datasets.promise12 import promise12 as builder_module
 from jaxseg.data import preprocess
@@ -50,7 +51,8 @@ def npy_dir(tmp_path_factory):
 
 
 def _load(tmp_path, manual_dir, config="preprocessed", **overrides):
-  return promise12.load(config, data_dir=tmp_path / "tfds", manual_dir=manual_dir, **overrides)
+  return datasets.load("promise12", config, data_dir=tmp_path / "tfds", manual_dir=manual_dir,
+                       **overrides)
 
 
 def _zscore_reference(x, lower=0.5, upper=99.5):
@@ -163,27 +165,27 @@ class TestPreprocessed:
 
 def test_configs():
   base = promise12.PREPROCESSED
-  assert promise12.builder_config() is base and base.assumed_spacing == (1.0, 1.0, 1.0)
+  assert datasets.builder_config("promise12") is base and base.assumed_spacing == (1.0, 1.0, 1.0)
   assert base.target_spacing is None and base.split_seed == 42
   assert base.split_fractions == (0.8, 0.1, 0.1)
-  a = promise12.builder_config("preprocessed", assumed_spacing=[0.6, 0.6, 3.6])
-  b = promise12.builder_config("preprocessed", assumed_spacing=(0.6, 0.6, 3.6))
-  c = promise12.builder_config("preprocessed", assumed_spacing=(0.7, 0.6, 3.6))
+  a = datasets.builder_config("promise12", "preprocessed", assumed_spacing=[0.6, 0.6, 3.6])
+  b = datasets.builder_config("promise12", "preprocessed", assumed_spacing=(0.6, 0.6, 3.6))
+  c = datasets.builder_config("promise12", "preprocessed", assumed_spacing=(0.7, 0.6, 3.6))
   assert a.name == b.name != c.name and a.name.startswith("preprocessed_")
   assert a.assumed_spacing == (0.6, 0.6, 3.6)
   assert promise12.ORIGINAL.source == "original" and promise12.ORIGINAL.release_notes
   with pytest.raises(ValueError, match="Unknown setting"):
-    promise12.builder_config("preprocessed", spacing=(1, 1, 1))
+    datasets.builder_config("promise12", "preprocessed", spacing=(1, 1, 1))
   with pytest.raises(ValueError, match="Unknown config"):
-    promise12.builder_config("phantom")
+    datasets.builder_config("promise12", "phantom")
   with pytest.raises(ValueError, match="assumed_spacing"):
-    promise12.builder_config("preprocessed", assumed_spacing=(1.0, 0.0, 1.0))
+    datasets.builder_config("promise12", "preprocessed", assumed_spacing=(1.0, 0.0, 1.0))
   with pytest.raises(ValueError, match="target_spacing"):
-    promise12.builder_config("original", target_spacing=(1.0, 1.0))
+    datasets.builder_config("promise12", "original", target_spacing=(1.0, 1.0))
   with pytest.raises(ValueError, match="source"):
-    promise12.builder_config("preprocessed", source="zenodo")
+    datasets.builder_config("promise12", "preprocessed", source="zenodo")
   with pytest.raises(ValueError, match="clip_percentiles"):
-    promise12.builder_config("preprocessed", clip_percentiles=(99.0, 1.0))
+    datasets.builder_config("promise12", "preprocessed", clip_percentiles=(99.0, 1.0))
 
 
 # The messages say what to get (the npy release) and where to put it.

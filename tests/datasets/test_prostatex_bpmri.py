@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import datasets
 from datasets import _common
 from datasets import prostatex_bpmri
 from jaxseg.data import preprocess
@@ -36,75 +37,14 @@ def _world(affine, shape):
 
 
 # --------------------------------------------------------------------------------------------
-# Grid helpers.
+# Grid helpers (jaxseg.data.preprocess) and the PI-CAI label map.
 # --------------------------------------------------------------------------------------------
 
 
-def test_resample_to_reference_linear_is_exact_on_a_world_ramp():
-  # Source: a 2 x 2 x 3 mm grid (flipped x, shifted); reference: 0.5 x 0.5 x 3 mm, as in PI-CAI.
-  src_aff = np.diag([-2.0, 2.0, 3.0, 1.0])
-  src_aff[:3, 3] = [60.0, -82.0, 12.0]
-  ref_aff = np.diag([-0.5, 0.5, 3.0, 1.0])
-  ref_aff[:3, 3] = [60.0, -80.0, 12.0]
-  ramp = lambda w: 1000.0 + 10.0 * w[0] + 5.0 * w[1] + 2.0 * w[2]
-  src = ramp(_world(src_aff, (8, 8, 6))).astype(np.float32)
-  out = prostatex_bpmri.resample_to_reference(
-      src, src_aff, reference_shape=(30, 20, 6), reference_affine=ref_aff, order=1, cval=-1.0)
-  assert out.dtype == np.float32 and out.shape == (30, 20, 6)
-  expected = ramp(_world(ref_aff, (30, 20, 6)))
-  # Reference voxels i >= 29 (x_w < 46) are outside the source's field of view: cval.
-  inside = np.zeros(out.shape, bool)
-  inside[:29] = True
-  np.testing.assert_allclose(out[inside], expected[inside], rtol=1e-5)
-  np.testing.assert_array_equal(out[~inside], -1.0)
-
-
-def test_resample_to_reference_nearest_and_identity():
-  src_aff = np.diag([2.0, 2.0, 3.0, 1.0])
-  ref_aff = np.diag([1.0, 1.0, 3.0, 1.0])
-  labels = np.zeros((4, 4, 2), np.uint8)
-  labels[1:3, 1:3, :] = 2
-  labels[0, 0, 0] = 1
-  out = prostatex_bpmri.resample_to_reference(
-      labels, src_aff, reference_shape=(8, 8, 2), reference_affine=ref_aff, order=0)
-  assert out.dtype == np.uint8
-  assert set(np.unique(out).tolist()) <= {0, 1, 2}
-  # Reference voxel j sits at source index j / 2: even j hit source voxels exactly.
-  np.testing.assert_array_equal(out[::2, ::2], labels)
-  same = prostatex_bpmri.resample_to_reference(
-      labels, src_aff, reference_shape=(4, 4, 2), reference_affine=src_aff + 1e-6, order=0)
-  np.testing.assert_array_equal(same, labels)
-  assert same is not labels
-  with pytest.raises(ValueError, match="order"):
-    prostatex_bpmri.resample_to_reference(
-        labels, src_aff, reference_shape=(8, 8, 2), reference_affine=ref_aff, order=3)
-  with pytest.raises(ValueError, match="singular"):
-    prostatex_bpmri.resample_to_reference(
-        labels, np.zeros((4, 4)), reference_shape=(8, 8, 2), reference_affine=ref_aff, order=0)
-
-
-def test_center_crop_or_pad():
-  vol = np.arange(6 * 5 * 3).reshape(6, 5, 3)
-  aff = np.diag([-0.5, 0.5, 3.0, 1.0])
-  aff[:3, 3] = [10.0, -20.0, 5.0]
-  out, new_aff = prostatex_bpmri.center_crop_or_pad(vol, (4, 7, 3), affine=aff)
-  assert out.shape == (4, 7, 3)
-  # x: crop start (6 - 4) // 2 = 1; y: pad start (5 - 7) // 2 = -1 (one zero row each side).
-  np.testing.assert_array_equal(out[:, 1:6], vol[1:5])
-  np.testing.assert_array_equal(out[:, 0], 0)
-  np.testing.assert_array_equal(out[:, 6], 0)
-  # The world position of every kept voxel is unchanged.
-  np.testing.assert_allclose(new_aff @ [0, 1, 0, 1], aff @ [1, 0, 0, 1])
-  # Odd padding: start (3 - 6) // 2 = -2, i.e. two voxels before and one after.
-  odd, _ = prostatex_bpmri.center_crop_or_pad(vol[..., None], (6, 5, 6), fill=-1)
-  assert odd.shape == (6, 5, 6, 1)
-  np.testing.assert_array_equal(odd[:, :, 2:5, 0], vol)
-  assert np.all(odd[:, :, [0, 1, 5]] == -1)
-  # Odd cropping: start (5 - 2) // 2 = 1, i.e. one voxel removed before and two after.
-  np.testing.assert_array_equal(
-      prostatex_bpmri.center_crop_or_pad(vol, (6, 2, 3))[0], vol[:, 1:3])
-  with pytest.raises(ValueError, match="crop shape"):
-    prostatex_bpmri.center_crop_or_pad(vol, (4, 4))
+def test_grid_helpers_are_preprocess_ones():
+  # Tested in tests/data/test_preprocess.py; still importable from the builder package.
+  assert prostatex_bpmri.resample_to_reference is preprocess.resample_to_reference
+  assert prostatex_bpmri.center_crop_or_pad is preprocess.center_crop_or_pad
 
 
 def test_remap_picai_zones():
@@ -144,9 +84,9 @@ def test_configs():
   assert tuple(base.crop_shape) == (160, 160, 20) and base.adc_scale == 3000.0
   assert tuple(base.phantom_shape) == bpmri.BPMRI_PHANTOM_SHAPE
   assert prostatex_bpmri.PICAI.zonal_model == "HeviAI23"
-  assert prostatex_bpmri.builder_config("phantom") is base
-  a = prostatex_bpmri.builder_config("phantom", num_cases=8)
-  assert a.name.startswith("phantom_") and a.name != prostatex_bpmri.builder_config(
+  assert datasets.builder_config("prostatex_bpmri", "phantom") is base
+  a = datasets.builder_config("prostatex_bpmri", "phantom", num_cases=8)
+  assert a.name.startswith("phantom_") and a.name != datasets.builder_config("prostatex_bpmri",
       "phantom", num_cases=9).name
   assert prostatex_bpmri.ProstatexBpmri.DEFAULT_BUILDER_CONFIG_NAME == "phantom"
   for bad, match in [(dict(source="promise12"), "source"), (dict(num_cases=0), "num_cases"),
@@ -156,11 +96,11 @@ def test_configs():
                      (dict(clip_percentiles=(99.0, 1.0)), "clip_percentiles"),
                      (dict(zonal_model="../x"), "zonal_model")]:
     with pytest.raises(ValueError, match=match):
-      prostatex_bpmri.builder_config("phantom", **bad)
+      datasets.builder_config("prostatex_bpmri", "phantom", **bad)
   with pytest.raises(ValueError, match="Unknown config"):
-    prostatex_bpmri.builder_config("prostate_x")
+    datasets.builder_config("prostatex_bpmri", "prostate_x")
   with pytest.raises(ValueError, match="Unknown setting"):
-    prostatex_bpmri.builder_config("phantom", num_case=3)
+    datasets.builder_config("prostatex_bpmri", "phantom", num_case=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +109,7 @@ def test_configs():
 
 
 def test_phantom_build(tmp_path):
-  splits = prostatex_bpmri.load("phantom", data_dir=tmp_path, **_TINY_PHANTOM)
+  splits = datasets.load("prostatex_bpmri", "phantom", data_dir=tmp_path, **_TINY_PHANTOM)
   ids = {k: [ex["case_id"] for ex in v] for k, v in splits.items()}
   all_ids = sorted(sum(ids.values(), []))
   assert all_ids == [f"bpmri-{i:04d}" for i in range(8)]
@@ -195,14 +135,14 @@ def test_phantom_build(tmp_path):
     np.testing.assert_allclose(ex["image"][..., 1], _zscore(case.image[crop + (1,)]), atol=1e-4)
     np.testing.assert_allclose(ex["image"][..., 2], case.image[crop + (2,)] / 3000.0, rtol=1e-6)
   assert sum(int(ex["patient_label"]) for v in splits.values() for ex in v) == sum(labels)
-  again = prostatex_bpmri.load("phantom", data_dir=tmp_path, **_TINY_PHANTOM)
+  again = datasets.load("prostatex_bpmri", "phantom", data_dir=tmp_path, **_TINY_PHANTOM)
   np.testing.assert_array_equal(again["train"][0]["image"], splits["train"][0]["image"])
 
 
 def test_phantom_resampled_and_refused_cache(tmp_path):
   tiny = {**_TINY_PHANTOM, "num_cases": 3, "split_fractions": (0.0, 0.0, 1.0),
           "target_spacing": (4.0, 4.0, 3.0), "crop_shape": None}
-  splits = prostatex_bpmri.load("phantom", data_dir=tmp_path, **tiny)
+  splits = datasets.load("prostatex_bpmri", "phantom", data_dir=tmp_path, **tiny)
   assert sorted(splits) == ["test"]  # zero fractions: no empty train / validation split
   ex = splits["test"][1]
   case = bpmri.make_bpmri_case(1, shape=(48, 48, 20), spacing=(2.0, 2.0, 3.0))
@@ -326,7 +266,8 @@ def prostatex_dir(tmp_path_factory):
 
 def _prostatex(tmp_path, manual, **overrides):
   settings = dict(target_spacing=(0.5, 0.5, 3.0), crop_shape=None)
-  return prostatex_bpmri.load("prostatex", data_dir=tmp_path / "tfds", manual_dir=manual,
+  return datasets.load("prostatex_bpmri", "prostatex", data_dir=tmp_path / "tfds",
+                       manual_dir=manual,
                               **{**settings, **overrides})
 
 
@@ -508,7 +449,7 @@ def _write_picai(manual, cases=("1_11", "2_22", "3_33"), marksheet=None):
 
 def _picai(tmp_path, manual, build="tfds", **overrides):
   settings = dict(target_spacing=None, crop_shape=None, split_fractions=(0, 0, 1))
-  return prostatex_bpmri.load("picai", data_dir=tmp_path / build, manual_dir=manual,
+  return datasets.load("prostatex_bpmri", "picai", data_dir=tmp_path / build, manual_dir=manual,
                               **{**settings, **overrides})
 
 
@@ -587,7 +528,7 @@ def test_picai_real_sample(tmp_path):
   if not _REAL_DIR.is_dir():
     pytest.skip(f"real PROSTATEx sample not found at {_REAL_DIR}")
   real = _REAL_DIR.resolve()
-  splits = prostatex_bpmri.load("picai", data_dir=tmp_path, manual_dir=real,
+  splits = datasets.load("prostatex_bpmri", "picai", data_dir=tmp_path, manual_dir=real,
                                 split_fractions=(0.0, 0.0, 1.0))
   assert sorted(splits) == ["test"]
   ex = {e["case_id"]: e for e in splits["test"]}

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import datasets
 from datasets import _common
 from datasets import prostatex_gland
 from datasets.prostatex_gland import prostatex_gland as builder_module
@@ -25,7 +26,7 @@ _TINY_PHANTOM = dict(num_cases=8, phantom_shape=(48, 48, 8), phantom_spacing=(4.
 
 
 def test_phantom_build(tmp_path):
-  splits = prostatex_gland.load("phantom", data_dir=tmp_path, **_TINY_PHANTOM)
+  splits = datasets.load("prostatex_gland", "phantom", data_dir=tmp_path, **_TINY_PHANTOM)
   assert sorted(splits) == ["test", "train", "validation"]
   assert [len(splits[k]) for k in ("train", "validation", "test")] == [6, 1, 1]
   ids = [ex["case_id"] for k in splits for ex in splits[k]]
@@ -57,12 +58,12 @@ def test_phantom_build(tmp_path):
   np.testing.assert_allclose(ex["image"], (x - x.mean()) / x.std(), atol=1e-5)
 
   # Built once: a second load reads the cache and gives the same data.
-  again = prostatex_gland.load("phantom", data_dir=tmp_path, **_TINY_PHANTOM)
+  again = datasets.load("prostatex_gland", "phantom", data_dir=tmp_path, **_TINY_PHANTOM)
   np.testing.assert_array_equal(again["validation"][0]["image"], ex["image"])
 
 
 def test_phantom_resampled(tmp_path):
-  splits = prostatex_gland.load(
+  splits = datasets.load("prostatex_gland",
       "phantom", data_dir=tmp_path, **_TINY_PHANTOM, target_spacing=(8.0, 8.0, 6.0)
   )
   ex = splits["test"][0]
@@ -83,24 +84,24 @@ def test_configs():
   assert base.num_cases == 60 and base.target_spacing is None
   assert tuple(base.phantom_shape) == (128, 128, 16)
   assert tuple(prostatex_gland.PROSTATEX.target_spacing) == (0.5, 0.5, 3.0)
-  assert prostatex_gland.builder_config("phantom") is base
-  a = prostatex_gland.builder_config("phantom", num_cases=8)
-  b = prostatex_gland.builder_config("phantom", num_cases=9)
+  assert datasets.builder_config("prostatex_gland", "phantom") is base
+  a = datasets.builder_config("prostatex_gland", "phantom", num_cases=8)
+  b = datasets.builder_config("prostatex_gland", "phantom", num_cases=9)
   assert a.name.startswith("phantom_") and a.name != b.name
-  assert a.name == prostatex_gland.builder_config("phantom", num_cases=8).name
+  assert a.name == datasets.builder_config("prostatex_gland", "phantom", num_cases=8).name
   assert prostatex_gland.ProstatexGland.DEFAULT_BUILDER_CONFIG_NAME == "phantom"
   with pytest.raises(ValueError, match="Unknown setting"):
-    prostatex_gland.builder_config("phantom", num_case=8)
+    datasets.builder_config("prostatex_gland", "phantom", num_case=8)
   with pytest.raises(ValueError, match="Unknown config"):
-    prostatex_gland.builder_config("prostate_x")
+    datasets.builder_config("prostatex_gland", "prostate_x")
   with pytest.raises(ValueError, match="source"):
-    prostatex_gland.builder_config("phantom", source="promise12")
+    datasets.builder_config("prostatex_gland", "phantom", source="promise12")
   with pytest.raises(ValueError, match="target_spacing"):
-    prostatex_gland.builder_config("prostatex", target_spacing=(0.5, 0.0, 3.0))
+    datasets.builder_config("prostatex_gland", "prostatex", target_spacing=(0.5, 0.0, 3.0))
   with pytest.raises(ValueError, match="num_cases"):
-    prostatex_gland.builder_config("phantom", num_cases=0)
+    datasets.builder_config("prostatex_gland", "phantom", num_cases=0)
   with pytest.raises(ValueError, match="clip_percentiles"):
-    prostatex_gland.builder_config("phantom", clip_percentiles=(99.0, 1.0))
+    datasets.builder_config("prostatex_gland", "phantom", clip_percentiles=(99.0, 1.0))
 
 
 def test_same_name_different_settings_refused(tmp_path):
@@ -212,7 +213,7 @@ def prostatex_dir(tmp_path_factory):
 
 
 def _prostatex(tmp_path, manual_dir, **overrides):
-  return prostatex_gland.load(
+  return datasets.load("prostatex_gland",
       "prostatex", data_dir=tmp_path / "tfds", manual_dir=manual_dir, **overrides
   )
 

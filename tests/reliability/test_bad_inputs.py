@@ -35,6 +35,7 @@ import numpy as np
 import optax
 import pytest
 
+import datasets
 from jaxseg import losses
 from jaxseg.data import distance, pipeline, preprocess
 from jaxseg.metrics import calibration, detection, overlap, stats, surface
@@ -54,10 +55,6 @@ TINY_PHANTOM = dict(num_cases=7, phantom_shape=(24, 24, 4), phantom_spacing=(2.0
                     target_spacing=(2.0, 2.0, 3.0))
 
 
-def _dataset(name):
-  return importlib.import_module(f"datasets.{name}")
-
-
 def _snapshot(directory) -> dict[str, int]:
   """``{relative path: mtime_ns}`` of every file under ``directory``."""
   out = {}
@@ -72,21 +69,20 @@ def _snapshot(directory) -> dict[str, int]:
 def earlier_build(tmp_path):
   """A data directory holding a finished (tiny phantom) build: ``(data_dir, splits, snapshot)``."""
   data_dir = tmp_path / "tfds"
-  mpm = _dataset("male_pelvic_mr")
-  splits = mpm.load("phantom", data_dir=data_dir, **TINY_PHANTOM)
+  splits = datasets.load("male_pelvic_mr", "phantom", data_dir=data_dir, **TINY_PHANTOM)
   return data_dir, splits, _snapshot(_build_dir(data_dir))
 
 
 def _build_dir(data_dir):
   """Where the earlier build's files are (tfds also keeps a per-dataset ``.config`` folder)."""
-  name = _dataset("male_pelvic_mr").builder_config("phantom", **TINY_PHANTOM).name
+  name = datasets.builder_config("male_pelvic_mr", "phantom", **TINY_PHANTOM).name
   return data_dir / "male_pelvic_mr" / name
 
 
 def _assert_intact(earlier):
   data_dir, splits, snapshot = earlier
   assert snapshot and _snapshot(_build_dir(data_dir)) == snapshot  # not rebuilt, not touched
-  again = _dataset("male_pelvic_mr").load("phantom", data_dir=data_dir, **TINY_PHANTOM)
+  again = datasets.load("male_pelvic_mr", "phantom", data_dir=data_dir, **TINY_PHANTOM)
   assert sorted(again) == sorted(splits)
   for split in splits:
     assert [e["case_id"] for e in again[split]] == [e["case_id"] for e in splits[split]]
@@ -108,7 +104,7 @@ def test_missing_manual_directory(tmp_path, dataset, config, situation):
   if situation == "empty":
     manual.mkdir()
   with pytest.raises(FileNotFoundError) as error:
-    _dataset(dataset).load(config, data_dir=tmp_path / "tfds", manual_dir=manual)
+    datasets.load(dataset, config, data_dir=tmp_path / "tfds", manual_dir=manual)
   message = str(error.value)
   where = str(manual) if manual is not None else str(tmp_path / "tfds")  # tfds' default folder
   assert where in message and dataset in message and config in message
@@ -120,20 +116,21 @@ def test_missing_manual_directory(tmp_path, dataset, config, situation):
 def test_unknown_config(tmp_path, dataset):
   with pytest.raises(ValueError, match=r"Unknown config 'nope'; available: \[.*'phantom'|"
                      r"Unknown config 'nope'; available: \[.*'preprocessed'"):
-    _dataset(dataset).load("nope", data_dir=tmp_path)
+    datasets.load(dataset, "nope", data_dir=tmp_path)
 
 
 def test_failed_builds_leave_the_earlier_build_untouched(tmp_path, earlier_build):
   data_dir = earlier_build[0]
-  mpm = _dataset("male_pelvic_mr")
   with pytest.raises(FileNotFoundError, match="does not exist or is empty"):
-    mpm.load("zenodo", data_dir=data_dir, manual_dir=tmp_path / "nowhere")
+    datasets.load("male_pelvic_mr", "zenodo", data_dir=data_dir, manual_dir=tmp_path / "nowhere")
   with pytest.raises(ValueError, match=r"Too few cases .* got 2, need at least 7"):
-    mpm.load("phantom", data_dir=data_dir, **{**TINY_PHANTOM, "num_cases": 2})
+    datasets.load("male_pelvic_mr", "phantom", data_dir=data_dir, **{**TINY_PHANTOM,
+                  "num_cases": 2})
   with pytest.raises(ValueError, match="Unknown config"):
-    mpm.load("zenodo-v2", data_dir=data_dir)
-  with pytest.raises(ValueError, match="target_spacing must be 3 finite positive numbers"):
-    mpm.load("phantom", data_dir=data_dir, **{**TINY_PHANTOM, "target_spacing": (2.0, 0.0, 3.0)})
+    datasets.load("male_pelvic_mr", "zenodo-v2", data_dir=data_dir)
+  with pytest.raises(ValueError, match="target_spacing must be finite and positive"):
+    datasets.load("male_pelvic_mr", "phantom", data_dir=data_dir, **{**TINY_PHANTOM,
+                  "target_spacing": (2.0, 0.0, 3.0)})
   _assert_intact(earlier_build)
 
 
@@ -201,7 +198,8 @@ def _write_release(root, bad_kind):
 _BAD_FILES = {
     "truncated_gzip": r"001003_img\.nii\.gz \(unreadable, truncated or corrupt\)",
     "empty_file": r"001003_img\.nii \(unreadable, truncated or corrupt\)",
-    "zero_spacing": r"001003_img\.nii has an invalid voxel spacing \(0\.0, 0\.75, 3\.0\)",
+    "zero_spacing": (r"001003_img\.nii: voxel spacing must be finite and positive, "
+                     r"got \(0\.0, 0\.75, 3\.0\)"),
     "shape_mismatch": r"case 001003: mask .*001003_mask\.nii has shape \(12, 12, 3\) but image",
     "label_out_of_range": r"case 001003 \(.*001003_mask\.nii\): label values outside 0\.\.8: 9",
     "nan_voxel": r"case 001003: image has 1 non-finite voxel",
@@ -213,17 +211,16 @@ _BAD_FILES = {
 def test_bad_case_file_fails_the_build_and_the_fixed_release_builds(tmp_path, earlier_build,
                                                                     kind):
   data_dir = earlier_build[0]
-  mpm = _dataset("male_pelvic_mr")
   root = tmp_path / "release"
   data = _write_release(root, kind)
   for _ in range(2):  # nothing half-built is loaded the second time: the same error again
     with pytest.raises(ValueError, match=f"(?s){_BAD_FILES[kind]}"):
-      mpm.load("zenodo", data_dir=data_dir, manual_dir=root)
+      datasets.load("male_pelvic_mr", "zenodo", data_dir=data_dir, manual_dir=root)
   assert not list(data_dir.glob("male_pelvic_mr/zenodo/*/dataset_info.json"))
   _assert_intact(earlier_build)
 
   _write_case(data, _BAD)  # fixed
-  splits = mpm.load("zenodo", data_dir=data_dir, manual_dir=root)
+  splits = datasets.load("male_pelvic_mr", "zenodo", data_dir=data_dir, manual_dir=root)
   assert sorted(e["case_id"] for v in splits.values() for e in v) == _UIDS
   _assert_intact(earlier_build)
 
@@ -385,11 +382,13 @@ def test_non_finite_values_are_an_error(call, match):
     (lambda s: preprocess.resample_affine(np.eye(4), (1, 1, 1), s), "target_spacing must be"),
     (lambda s: preprocess.validate_spacing(s, name="case x: spacing"),
      "case x: spacing must be finite and positive"),
-    (lambda s: surface.hausdorff_distance(_M, _M, spacing=s), "spacing values must be finite"),
-    (lambda s: surface.hd95_per_case([_M, _M], [_M, _M], spacing=[(1, 1, 1), s]), "spacing"),
-    (lambda s: distance.signed_distance_map(_M, spacing=s), "spacing must be finite and > 0"),
+    (lambda s: surface.hausdorff_distance(_M, _M, spacing=s),
+     "spacing must be finite and positive"),
+    (lambda s: surface.hd95_per_case([_M, _M], [_M, _M], spacing=[(1, 1, 1), s]),
+     "case 1: spacing must be finite and positive"),
+    (lambda s: distance.signed_distance_map(_M, spacing=s), "spacing must be finite and positive"),
     (lambda s: distance.signed_distance_maps(_M.astype(np.uint8), 2, spacing=s),
-     "spacing must be finite and > 0"),
+     "spacing must be finite and positive"),
 ])
 def test_bad_spacing_is_an_error(call, match, spacing):
   with pytest.raises(ValueError, match=match):

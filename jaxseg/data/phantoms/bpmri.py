@@ -85,6 +85,7 @@ from scipy import ndimage
 
 from jaxseg.data.phantoms import common
 from jaxseg.data.phantoms import gland
+from jaxseg.data.preprocess import validate_spacing
 
 # The gland phantom's geometry (its parameters, signed distances and random streams) is reused
 # on purpose, so that there is one prostate in the project: pylint: disable=protected-access
@@ -173,8 +174,9 @@ class BpmriCase:
       raise ValueError("lesion_index and lesion_isup disagree.")
     if self.patient_label != int(bool(self.lesions.any())):
       raise ValueError("patient_label must be 1 iff the lesion mask is non-empty.")
-    if len(self.spacing) != 3 or np.asarray(self.affine).shape != (4, 4):
-      raise ValueError("spacing must have 3 entries and affine be (4, 4).")
+    validate_spacing(self.spacing)
+    if np.asarray(self.affine).shape != (4, 4):
+      raise ValueError(f"affine must be (4, 4), got {np.shape(self.affine)}.")
 
 
 def _streams(seed: int) -> list[np.random.Generator]:

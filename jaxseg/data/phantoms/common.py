@@ -45,6 +45,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from jaxseg.data.preprocess import validate_spacing
+
 Coords = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -76,8 +78,7 @@ class PhantomCase:
       raise ValueError(f"image must be float32, got {self.image.dtype}.")
     if self.label.dtype != np.uint8:
       raise ValueError(f"label must be uint8, got {self.label.dtype}.")
-    if len(self.spacing) != 3:
-      raise ValueError(f"spacing must have 3 entries, got {self.spacing}.")
+    validate_spacing(self.spacing)
     if np.asarray(self.affine).shape != (4, 4):
       raise ValueError(f"affine must be (4, 4), got {np.shape(self.affine)}.")
 
@@ -92,13 +93,9 @@ def check_shape_spacing(shape: Sequence[int],
       is not finite and positive.
   """
   shape = tuple(int(n) for n in shape)
-  spacing = tuple(float(s) for s in spacing)
   if len(shape) != 3 or any(n < 1 for n in shape):
     raise ValueError(f"shape must be 3 positive sizes, got {shape}.")
-  if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-    raise ValueError(
-        f"spacing must be 3 finite positive values, got {spacing}.")
-  return shape, spacing
+  return shape, tuple(validate_spacing(spacing).tolist())
 
 
 def axis_coordinates(n: int, s: float) -> np.ndarray:

@@ -127,6 +127,7 @@ from scipy import ndimage
 from scipy import special
 
 from jaxseg.data.phantoms import common
+from jaxseg.data.preprocess import validate_spacing
 
 __all__ = [
     "MICRO_US_NUM_SLICES",
@@ -183,8 +184,7 @@ class MicroUSCase:
       if mask.shape != self.image.shape or mask.dtype != np.uint8:
         raise ValueError(f"{name} must be uint8 of shape {self.image.shape}, got "
                          f"{mask.dtype} {mask.shape}.")
-    if len(self.spacing) != 3:
-      raise ValueError(f"spacing must have 3 entries, got {self.spacing}.")
+    validate_spacing(self.spacing)
     if np.asarray(self.affine).shape != (4, 4):
       raise ValueError(f"affine must be (4, 4), got {np.shape(self.affine)}.")
     if self.calcifications.ndim != 2 or self.calcifications.shape[1] != 4:
