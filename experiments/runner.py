@@ -15,14 +15,20 @@ differ on held-out cases:
    validation metric (``Study.validate``).
 4. **Export** of each selected model with its :class:`jaxseg.model_card.ModelCard`, so that
    ``python -m jaxseg.predict`` can use it.
-5. **Prediction** of the test cases through :mod:`jaxseg.inference` (slice-wise 2D,
-   whole-volume 3D, or MC sampling).
+5. **Prediction** of the test cases through :mod:`jaxseg.inference` (slice-wise 2D, 2.5D with
+   ``model.slice_context`` neighbouring slices as channels, whole-volume 3D, or MC sampling).
 6. **Evaluation** through the study's per-case metrics (NaN = undefined) and study-level
    statistics, then one summary: mean with a bootstrap 95% CI over cases and seeds
    (:func:`jaxseg.metrics.stats.bootstrap_ci_runs`), the number of values behind every cell and
    how many were undefined, and each loss's paired difference from the baseline (the first loss)
-   with its bootstrap CI.
+   with its bootstrap CI. With ``eval.largest_component`` every per-case metric is also reported
+   after nnU-Net's largest-connected-component post-processing (columns "(LCC)"); with K folds a
+   per-fold table gives the mean, median and minimum of the first metric.
 7. **Report**: ``results.json``, ``table.md``, ``training_curves.png`` and the study's figures.
+
+A source in ``data.sources`` may carry a ``preset``: config changes (nested like the config) that
+``--data <source>`` applies before the command-line flags, for settings that belong to the data
+(the tversky study's real-MRI preset for ``promise12``).
 
 A study module supplies a :class:`Study` (its losses, metrics, report and any study-specific step)
 and a config file ``experiments/configs/<study>.py`` with ``get_config("cpu" | "paper")``.
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import os
@@ -75,6 +82,8 @@ FIELD_HELP = {
     "data.data_dir": "tfds data directory (default $JAXSEG_DATA_DIR or ~/.cache/jaxseg/tfds)",
     "model.name": "registered model (jaxseg.models.REGISTRY)",
     "model.preset": "classmethod of the model's config giving its architecture",
+    "model.slice_context": "2.5D: neighbouring slices on each side given to a 2D model as extra "
+                           "channels (0: plain 2D)",
     "train.mode": "sweep: all configurations as one compiled program; sequential: one after another",
     "train.epochs": "number of training epochs (>= 1)",
     "train.batch_size": "global batch size (>= 1, a multiple of the device count)",
@@ -101,6 +110,8 @@ FIELD_HELP = {
     "eval.batch_size": "slices or volumes per inference call",
     "eval.threshold": "probability threshold of sigmoid models",
     "eval.mc_samples": "MC samples per test case for probabilistic models (0: deterministic)",
+    "eval.largest_component": "also report every test metric after keeping each class's largest "
+                              "connected component (nnU-Net's post-processing)",
     "eval.num_resamples": "bootstrap resamples of every confidence interval",
 }
 
@@ -129,6 +140,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.overrides = ml_collections.ConfigDict()
   c.model.activation = "sigmoid"
   c.model.class_names = ("background", "foreground")
+  c.model.slice_context = 0
   c.train = ml_collections.ConfigDict()
   c.train.mode = "sweep"
   c.train.epochs = 10
@@ -158,6 +170,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 8
   c.eval.threshold = 0.5
   c.eval.mc_samples = 0
+  c.eval.largest_component = False
   c.eval.num_resamples = 2000
   return c
 
@@ -296,6 +309,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
          "'constant', 'cosine' or 'poly'")
   _check(len(t.patch) in (2, 3) and all(int(p) >= 1 for p in t.patch), "train.patch",
          tuple(t.patch), "2 (2D) or 3 (3D) positive sizes")
+  context = cfg.model.get("slice_context", 0)
+  _check(isinstance(context, int) and context >= 0 and (context == 0 or len(t.patch) == 2),
+         "model.slice_context", context, "an integer >= 0, and 0 for 3D models")
   _check(t.samples_per_epoch is None or t.samples_per_epoch >= t.batch_size,
          "train.samples_per_epoch", t.samples_per_epoch, "None or >= train.batch_size")
   _check(isinstance(t.workers, int) and t.workers >= 0, "train.workers", t.workers,
@@ -415,10 +431,11 @@ class Comparison:
   """One run of a comparison config: data, training, selection, export, evaluation, report."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, study: Study, *,
-               log: Callable[[str], None] = print):
+               log: Callable[[str], None] | None = None):
     self.cfg = cfg
     self.study = study
-    self.log = log
+    # Flushed, so progress shows when the output goes to a file (``> run.log``).
+    self.log = log or functools.partial(print, flush=True)
     self.workdir = cfg.workdir or os.path.join("results", "compare", cfg.name)
     source = cfg.data.sources[cfg.data.source]
     self.source = source
@@ -515,6 +532,11 @@ class Comparison:
   def loader(self, train: Sequence[Volume], epochs: int) -> PatchLoader:
     """The Grain input of a fold's training cases (every configuration sees its batches)."""
     t = self.cfg.train
+    context = self.cfg.model.slice_context
+    if context:  # 2.5D: the neighbouring slices become channels, as predict_slices gives them
+      train = [dataclasses.replace(v, image=inference.stack_slice_context(v.channels_image,
+                                                                          context))
+               for v in train]
     return PatchLoader(train, batch_size=t.batch_size, patch_shape=tuple(t.patch),
                        foreground_prob=t.foreground_prob, seed=self.cfg.seed, num_epochs=epochs,
                        samples_per_epoch=t.samples_per_epoch, augment=_augment(t),
@@ -605,7 +627,8 @@ class Comparison:
     multiple = getattr(self.model, "size_multiple", 1)
     if self.card_inference == "slices":
       logits = [inference.predict_slices(logits_fn, x, batch_size=batch, size_multiple=multiple,
-                                         mesh=trainer.mesh) for x in images]
+                                         mesh=trainer.mesh, context=self.cfg.model.slice_context)
+                for x in images]
     else:
       logits = inference.predict_volumes(logits_fn, images, batch_size=batch,
                                          size_multiple=multiple, mesh=trainer.mesh)
@@ -618,6 +641,7 @@ class Comparison:
         channels=channels, spacing=tuple(float(s) for s in volumes[0].spacing),
         normalization=tuple(self.source.get("normalization", (PERCENTILE_ZSCORE,) * len(channels))),
         inference=self.card_inference, layout=self.source.get("layout", "xyz"),
+        slice_context=self.cfg.model.slice_context,
         info={"study": self.study.name, "data": self.cfg.data.source, **info})
 
   # -- the whole protocol ----------------------------------------------------------------------
@@ -712,6 +736,9 @@ class Comparison:
     for s, preds in enumerate(per_seed):
       for n in names:
         case = self.study.case_metrics(self, preds[n], volumes)
+        if cfg.eval.largest_component:
+          lcc = self.study.case_metrics(self, self.largest_component(preds[n]), volumes)
+          case.update({f"{k}{LCC_SUFFIX}": v for k, v in lcc.items()})
         for key, v in case.items():
           values[n].setdefault(key, []).append(np.asarray(v, np.float64))
         study_stats[n].append(self.study.study_statistics(self, preds[n], volumes, case))
@@ -726,10 +753,53 @@ class Comparison:
     return {"names": names, "baseline": baseline, "values": values, "estimates": estimates,
             "differences": differences, "study_statistics": study_stats}
 
+  def largest_component(self, predictions: Predictions) -> Predictions:
+    """``predictions`` post-processed so that their hard labels keep only each class's largest
+    connected component (:func:`jaxseg.inference.keep_largest_component`): removed voxels get
+    probability 0 (sigmoid) or background probability 1 (softmax)."""
+    probs = []
+    for p, label in zip(predictions.probs, self.study.labels(self, predictions)):
+      removed = (label > 0) & (inference.keep_largest_component(label) == 0)
+      if self.cfg.model.activation == "sigmoid":
+        probs.append(np.where(removed, 0.0, p).astype(p.dtype))
+      else:
+        probs.append(np.where(removed[..., None], np.eye(p.shape[-1], dtype=p.dtype)[0], p))
+    return Predictions(probs, predictions.variances)
+
+  def metric_columns(self) -> list[tuple[str, str]]:
+    """``(key, label)`` of the table's per-case metrics, post-processed ones included."""
+    columns = list(self.study.metrics)
+    if self.cfg.eval.largest_component:
+      columns += [(f"{k}{LCC_SUFFIX}", f"{label} (LCC)") for k, label in self.study.metrics]
+    return columns
+
+  def _fold_table(self, result: Mapping[str, Any], metrics: Sequence[tuple[str, str]]
+                  ) -> list[str]:
+    """Lines of the per-fold table: mean, median and minimum over each fold's held-out cases."""
+    position = {case: i for i, case in enumerate(result["test_cases"])}
+    headers = ["loss", "fold", "cases"] + [f"{label} {s}" for _, label in metrics
+                                           for s in ("mean", "median", "min")]
+    rows = []
+    for n in result["names"]:
+      for i, fold in enumerate(self.folds):
+        cols = [position[v.case_id] for v in fold.test]
+        row = [n, str(i), ""]
+        for k, _ in metrics:
+          v = result["values"][n][k][:, cols].ravel()
+          v = v[np.isfinite(v)]
+          row[2] = f"{v.size}" + (f" ({len(cols) * self.cfg.seeds - v.size} undef.)"
+                                  if v.size < len(cols) * self.cfg.seeds else "")
+          row += ([f"{np.mean(v):.3f}", f"{np.median(v):.3f}", f"{np.min(v):.3f}"] if v.size
+                  else ["—"] * 3)
+        rows.append(row)
+    return ["", "Per fold (each fold's held-out cases" + (" and seeds" if self.cfg.seeds > 1
+                                                        else "") + "):", "",
+            tables.markdown_table(headers, rows)]
+
   def write_table(self, result: Mapping[str, Any], extra: Sequence[str]) -> str:
     cfg = self.cfg
     names = result["names"]
-    metrics = [m for m in self.study.metrics if m[0] in result["values"][names[0]]]
+    metrics = [m for m in self.metric_columns() if m[0] in result["values"][names[0]]]
     stat_labels = self.study.statistic_labels(self)
 
     def stat_cell(n, key):
@@ -775,13 +845,19 @@ class Comparison:
     text = [f"# {self.study.title}\n", info, "",
             f"Mean over test {unit} with a percentile-bootstrap 95% CI "
             f"({cfg.eval.num_resamples} resamples over {unit}); n = values behind the cell, "
-            "undef. = values that were undefined and left out.", "",
+            "undef. = values that were undefined and left out."
+            + (" (LCC): after keeping each class's largest connected component (nnU-Net's "
+               "post-processing); the other columns are the raw predictions."
+               if cfg.eval.largest_component else ""), "",
             tables.markdown_table(headers, rows)]
     if diff_rows:
       text += [f"Paired difference from the baseline ({result['baseline']}), per test case"
                + (" and seed" if cfg.seeds > 1 else "") + ", with a bootstrap 95% CI; cases "
                "where either value is undefined are left out.", "",
                tables.markdown_table(diff_headers, diff_rows)]
+    if len(folds) > 1:
+      text += self._fold_table(result, [m for m in metrics if m[0].split(LCC_SUFFIX)[0]
+                                        == self.study.metrics[0][0]])
     text += list(extra)
     out = "\n".join(text).rstrip() + "\n"
     with open(os.path.join(self.workdir, "table.md"), "w") as f:
@@ -793,11 +869,15 @@ class Comparison:
 # Command line.
 # ------------------------------------------------------------------------------------------------
 
+#: Key suffix of the metrics computed after largest-component post-processing.
+LCC_SUFFIX = "_lcc"
+
 #: Flags README documents, as aliases of config fields.
 COMMON_ALIASES = {
     "--data": "data.source", "--manual-dir": "data.manual_dir", "--data-dir": "data.data_dir",
     "--workdir": "workdir", "--seed": "seed", "--seeds": "seeds", "--epochs": "train.epochs",
-    "--batch-size": "train.batch_size",
+    "--batch-size": "train.batch_size", "--folds": "split.folds",
+    "--largest-component": "eval.largest_component",
 }
 
 
@@ -817,7 +897,7 @@ def _leaves(c: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
 
 def _parse_value(text: str, current: Any, field: str) -> Any:
   if text.lower() in ("none", "null"):
-    return None
+    return () if isinstance(current, (tuple, list)) else None  # "--alphas none": no alphas
   if isinstance(current, bool):
     if text.lower() in ("1", "true", "yes"):
       return True
@@ -891,8 +971,9 @@ def parse(argv: Sequence[str] | None, *, prog: str, config: str | None,
   if known.data is not None and known.data in cfg.data.sources:
     cfg.data.source = known.data
     source = cfg.data.sources[known.data]
-    for k, v in source.get("preset", {}).items():  # per-source preset changes
-      _set(cfg, k, v)
+    if source.get("preset"):  # the preset's changes for this source (nested like the config)
+      for k, v in _leaves(source.preset).items():
+        _set(cfg, k, v)
   aliases = {**COMMON_ALIASES, **getattr(module, "ALIASES", {})}
   helps = {**FIELD_HELP, **getattr(module, "HELP", {})}
   leaves = _leaves(cfg)

@@ -1,10 +1,13 @@
 """Whole-volume inference, one home for every model kind of jaxseg.
 
-* :func:`predict_slices`: a 2D model on every axial slice of a volume;
+* :func:`predict_slices`: a 2D model on every axial slice of a volume (optionally 2.5D: the
+  neighbouring slices as extra channels, :func:`stack_slice_context`);
 * :func:`predict_volumes`: a 3D model on whole volumes (of any shapes);
 * :func:`mc_probabilities`: Monte-Carlo mean and variance of a probabilistic 3D model
   (:func:`jaxseg.models.prob_unet3d.mc_predict`);
 * :func:`probabilities`: logits -> probabilities of a sigmoid or softmax model;
+* :func:`keep_largest_component`: nnU-Net's post-processing of a label map (each foreground
+  class keeps only its largest connected component);
 * :func:`predict_probabilities`: the whole pipeline for one normalised volume, as a
   :class:`~jaxseg.model_card.ModelCard` says (used by ``python -m jaxseg.predict``).
 
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from scipy import special
+from scipy import ndimage, special
 
 from jaxseg.data.pipeline import shard_batch
 
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "final_logits",
+    "keep_largest_component",
     "mc_probabilities",
     "pad_to_multiple",
     "predict_probabilities",
@@ -41,6 +45,7 @@ __all__ = [
     "predict_volumes",
     "probabilities",
     "size_multiples",
+    "stack_slice_context",
 ]
 
 
@@ -133,6 +138,30 @@ def _place(chunk: np.ndarray, mesh: Mesh | None):
   return shard_batch({"image": chunk}, mesh)["image"] if mesh is not None else chunk
 
 
+def stack_slice_context(image: np.ndarray, context: int) -> np.ndarray:
+  """2.5D input: every axial slice with its ``context`` neighbours on each side as channels.
+
+  Channel ``d * C + c`` of slice ``z`` is channel ``c`` of slice ``z + d - context`` for
+  ``d = 0 .. 2 * context`` (offset-major, so the middle block is the slice itself); slices beyond
+  the volume repeat the first / last one.
+
+  Args:
+    image: ``(x, y, z)`` or ``(x, y, z, C)`` volume.
+    context: neighbouring slices on each side (0: the image as ``(x, y, z, C)``).
+
+  Returns:
+    ``(x, y, z, C * (2 * context + 1))``, the input's dtype.
+  """
+  image = channels_last_volume(image)
+  if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 0:
+    raise ValueError(f"slice context must be an integer >= 0, got {context!r}")
+  if not context:
+    return image
+  z = np.arange(image.shape[2])
+  return np.concatenate([image[:, :, np.clip(z + d, 0, z.size - 1)]
+                         for d in range(-context, context + 1)], axis=-1)
+
+
 def predict_slices(
     logits_fn: Callable[[jax.Array], jax.Array],
     image: np.ndarray,
@@ -140,6 +169,7 @@ def predict_slices(
     batch_size: int,
     size_multiple: int,
     mesh: Mesh | None = None,
+    context: int = 0,
 ) -> np.ndarray:
   """Logits of a 2D model for every axial slice of a volume.
 
@@ -152,14 +182,15 @@ def predict_slices(
     size_multiple: the model's required multiple of height and width; slices are padded with the
       volume's minimum and the logits cropped back.
     mesh: optional device mesh; slices are sharded over it.
+    context: neighbouring slices on each side given to the model as extra channels
+      (:func:`stack_slice_context`; a 2.5D model's ``ModelCard.slice_context``).
 
   Returns:
     ``(x, y, z, K)`` float32 logits.
   """
-  if image.ndim == 3:
-    image = image[..., None]
-  if image.ndim != 4:
+  if image.ndim not in (3, 4):
     raise ValueError(f"expected an (x, y, z[, channels]) volume, got shape {image.shape}")
+  image = stack_slice_context(image, context)
   fill = float(image.min()) if image.size else 0.0
   padded, crop = pad_to_multiple(image, size_multiple, (0, 1), fill)
   slices = np.moveaxis(padded, 2, 0).astype(np.float32)  # (z, x, y, C)
@@ -296,6 +327,37 @@ def probabilities(logits: np.ndarray, activation: str) -> np.ndarray:
   raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
 
 
+def keep_largest_component(labels: Any) -> np.ndarray:
+  """``labels`` with every foreground class reduced to its largest connected component.
+
+  nnU-Net's "remove all but the largest component" post-processing, applied to each class
+  ``c > 0`` separately: voxels of class ``c`` outside its largest component become background
+  (0). Components are connected through faces, edges and corners (8-connectivity in 2D,
+  26-connectivity in 3D); of equally large components the first in C order is kept. A class
+  that is absent stays absent.
+
+  Args:
+    labels: integer label map of any dimensionality (0 = background).
+
+  Returns:
+    The filtered label map, same shape and dtype.
+  """
+  labels = np.asarray(labels)
+  if labels.dtype.kind not in "iub":
+    raise ValueError(f"keep_largest_component: expected an integer or boolean label map, got "
+                     f"dtype {labels.dtype}")
+  out = labels.copy()
+  structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
+  for c in np.unique(labels):
+    if c == 0:
+      continue
+    components, count = ndimage.label(labels == c, structure=structure)
+    if count > 1:
+      sizes = np.bincount(components.ravel())[1:]
+      out[(components > 0) & (components != 1 + int(np.argmax(sizes)))] = 0
+  return out
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _apply(model: Any, variables: Any, images: jax.Array) -> Any:
   return model.apply(variables, images, train=False)
@@ -313,7 +375,8 @@ def predict_probabilities(
   """Probabilities of one already-normalised volume, as ``card`` says.
 
   ``card.inference == "slices"``: the model sees the axial slices ``(B, x, y, C)``
-  (:func:`predict_slices`, padded to ``model.size_multiple``); ``"volume"``: the whole volume
+  (:func:`predict_slices`, padded to ``model.size_multiple``; with ``card.slice_context = k``,
+  ``C * (2k + 1)`` channels: each slice with its neighbours); ``"volume"``: the whole volume
   ``(1, x, y, z, C)`` (:func:`predict_volumes`). The model is called as ``model.apply(variables,
   images, train=False)`` (jitted, one compile per input shape) and its :func:`final_logits` go
   through :func:`probabilities` with ``card.activation``.
@@ -358,7 +421,8 @@ def predict_probabilities(
     (m_x, m_y) = size_multiples(multiple, 2)
     if m_x != m_y:
       raise ValueError(f"a slice model needs one size multiple, got {multiple!r}")
-    logits = predict_slices(logits_fn, image, batch_size=batch, size_multiple=m_x, mesh=mesh)
+    logits = predict_slices(logits_fn, image, batch_size=batch, size_multiple=m_x, mesh=mesh,
+                            context=card.slice_context)
   else:
     logits = predict_volumes(logits_fn, [image], batch_size=batch, size_multiple=multiple,
                              mesh=mesh)[0]

@@ -35,6 +35,10 @@ Fields:
   for ``.npy`` inputs: ``"xyz"`` (NIfTI voxel order, axial slices last) or ``"zyx"`` (slices,
   rows, cols: PROMISE12's ``image_trainNN.npy``, which ``datasets/promise12`` maps to ``(x, y,
   z)`` with ``.transpose(2, 1, 0)``).
+* ``slice_context``: a 2.5D model (``inference="slices"`` only) sees every slice with its
+  ``slice_context`` neighbours on each side as extra channels
+  (:func:`jaxseg.inference.stack_slice_context`), ``len(channels) * (2 * slice_context + 1)``
+  channels in all; 0 for a plain 2D model.
 * ``info``: free provenance (study, loss, best epoch, fold, held-out cases...), JSON-able; never
   read by prediction.
 """
@@ -97,6 +101,11 @@ def no_normalization() -> dict[str, Any]:
 
 def _is_number(value: Any) -> bool:
   return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+#: Fields added after the first card format, with the value an older card means by leaving them
+#: out (a card without ``slice_context`` was exported before 2.5D models existed: plain 2D).
+_ADDED_LATER = {"slice_context": 0}
 
 
 def _choice(field: str, value: Any, allowed: Sequence[str]) -> str:
@@ -226,6 +235,7 @@ class ModelCard:
     normalization: one normalisation dict per channel.
     inference: ``"slices"`` or ``"volume"``.
     layout: ``"xyz"`` or ``"zyx"``, the axis order of the training data's ``.npy`` files.
+    slice_context: neighbouring slices on each side as extra channels (2.5D; 0: none).
     info: free JSON-able provenance, never read by prediction.
   """
 
@@ -236,6 +246,7 @@ class ModelCard:
   normalization: tuple[dict, ...]
   inference: str
   layout: str = "xyz"
+  slice_context: int = 0
   info: dict = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
@@ -261,18 +272,29 @@ class ModelCard:
                  for i, n in enumerate(norm))
     inference = _choice("inference", self.inference, INFERENCE_KINDS)
     layout = _choice("layout", self.layout, LAYOUTS)
+    context = self.slice_context
+    if isinstance(context, bool) or not isinstance(context, numbers.Integral) or context < 0:
+      raise ValueError(f"ModelCard.slice_context must be an integer >= 0, got {context!r}")
+    if context and inference != "slices":
+      raise ValueError(f"ModelCard.slice_context = {context} needs inference 'slices' (a 2.5D "
+                       f"model), got {inference!r}")
     if not isinstance(self.info, Mapping):
       raise ValueError(f"ModelCard.info must be a dict, got {self.info!r}")
     info = _jsonable(self.info, "info")
     for k, v in (("class_names", class_names), ("channels", channels), ("spacing", spacing),
                  ("normalization", norm), ("inference", inference), ("layout", layout),
-                 ("info", info)):
+                 ("slice_context", int(context)), ("info", info)):
       set_(k, v)
 
   @property
   def num_channels(self) -> int:
     """Input channels the model takes."""
     return len(self.channels)
+
+  @property
+  def model_channels(self) -> int:
+    """Channels of the model's input: :attr:`num_channels` times the slices it sees."""
+    return self.num_channels * (2 * self.slice_context + 1)
 
   @property
   def num_outputs(self) -> int:
@@ -292,10 +314,11 @@ class ModelCard:
                        f"its card says {self.num_outputs} ({self.activation}, classes "
                        f"{self.class_names}); fix the card's activation / class_names")
     in_channels = getattr(config, "in_channels", None)
-    if in_channels is not None and in_channels != self.num_channels:
+    if in_channels is not None and in_channels != self.model_channels:
       raise ValueError(f"the model takes {in_channels} input channel(s) (config.in_channels) "
-                       f"but its card names {self.num_channels}: {self.channels}; fix "
-                       f"ModelCard.channels")
+                       f"but its card gives {self.model_channels}: {self.channels}"
+                       + (f" x {2 * self.slice_context + 1} slices" if self.slice_context else "")
+                       + "; fix ModelCard.channels / slice_context")
 
   def normalize(self, image: np.ndarray) -> np.ndarray:
     """``image`` normalised channel by channel (``normalization``), as in training.
@@ -334,6 +357,7 @@ class ModelCard:
         "normalization": [dict(n) for n in self.normalization],
         "inference": self.inference,
         "layout": self.layout,
+        "slice_context": self.slice_context,
         "info": json.loads(json.dumps(self.info)),
     }
 
@@ -351,6 +375,7 @@ class ModelCard:
     unknown = sorted(set(d) - set(fields), key=str)
     if unknown:
       raise ValueError(f"model card has unknown keys {unknown}; allowed: {fields}")
+    d = {**_ADDED_LATER, **d}  # cards exported before these fields existed
     missing = [f for f in fields if f not in d]
     if missing:
       raise ValueError(f"model card is missing the keys {missing}; required: {fields}")

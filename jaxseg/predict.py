@@ -4,7 +4,7 @@ Usage::
 
   python -m jaxseg.predict --checkpoint CKPT --input IN --output OUT \\
       [--batch-size N] [--threshold 0.5] [--probabilities] [--spacing SX SY SZ] \\
-      [--npy-axes {xyz,zyx}]
+      [--npy-axes {xyz,zyx}] [--largest-component]
 
 ``CKPT`` is a directory written by :func:`jaxseg.train.checkpoint.save_model`: every model a study
 exports works -- 2D models applied slice by slice (``UNet2D`` with a softmax or a sigmoid output,
@@ -58,6 +58,9 @@ Algorithm (:func:`predict_volume`) for an image of voxel spacing ``s`` and train
    boundaries at the input's resolution instead of blocks of the coarser training grid.
    (Linear interpolation is a convex combination, so interpolated softmax probabilities still
    sum to one.)
+5. With ``--largest-component``, each foreground class keeps only its largest connected
+   component (:func:`jaxseg.inference.keep_largest_component`, nnU-Net's post-processing; labels
+   only).
 """
 
 from __future__ import annotations
@@ -79,8 +82,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxseg.data.preprocess import load_nifti, read_nifti, resample, validate_spacing
-from jaxseg.inference import (channels_last_volume, final_logits, predict_probabilities,
-                              size_multiples)
+from jaxseg.inference import (channels_last_volume, final_logits, keep_largest_component,
+                              predict_probabilities, size_multiples)
 from jaxseg.model_card import LAYOUTS, ModelCard
 
 __all__ = [
@@ -119,16 +122,16 @@ def _check_model(model: Any, variables: Any, card: ModelCard) -> None:
     raise ValueError(f"card.inference is {card.inference!r} but the model's size_multiple is "
                      f"{multiple!r}; export a 2D model with inference='slices' and a 3D one with "
                      f"'volume'") from e
-  probe = jax.ShapeDtypeStruct((1, *spatial, card.num_channels), jnp.float32)
+  probe = jax.ShapeDtypeStruct((1, *spatial, card.model_channels), jnp.float32)
   try:
     out = jax.eval_shape(functools.partial(_apply, model), variables, probe)
     logits = final_logits(out)
   except Exception as e:  # Flax raises ScopeParamShapeError, TypeError... on a mismatch.
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    raise ValueError(f"the model does not accept {probe.shape} inputs ({card.num_channels}-channel "
-                     f"{'slices' if ndim == 2 else 'volumes'} as its card says: channels "
-                     f"{card.channels}, inference {card.inference!r}) ({type(e).__name__}: "
-                     f"{first})") from e
+    raise ValueError(f"the model does not accept {probe.shape} inputs ({card.model_channels}-"
+                     f"channel {'slices' if ndim == 2 else 'volumes'} as its card says: channels "
+                     f"{card.channels}, slice_context {card.slice_context}, inference "
+                     f"{card.inference!r}) ({type(e).__name__}: {first})") from e
   shape = tuple(getattr(logits, "shape", ()))
   if len(shape) != ndim + 2 or shape[-1] != card.num_outputs:
     raise ValueError(f"the model's logits for {probe.shape} inputs have shape {shape}, but its "
@@ -397,6 +400,9 @@ def _parser() -> argparse.ArgumentParser:
                  help="axis order of .npy inputs and outputs: xyz (NIfTI order) or zyx (slices, "
                       "rows, cols, e.g. PROMISE12's image_trainNN.npy); default: the model "
                       "card's layout")
+  p.add_argument("--largest-component", action="store_true",
+                 help="keep only the largest connected component of each foreground class "
+                      "(nnU-Net's post-processing; labels only)")
   return p
 
 
@@ -445,6 +451,8 @@ def _run_file(src: str, dst: str, model: Any, variables: Any, card: ModelCard,
   labels, probs, resampled = _segment(model, variables, card, source.image, source.spacing,
                                       batch_size=args.batch_size, threshold=args.threshold,
                                       mesh=None)
+  if args.largest_component:
+    labels = keep_largest_component(labels)
   _write(dst, probs if args.probabilities else labels, source)
   note = ""
   if resampled:
@@ -468,6 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   if not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
     _fail("--threshold", f"must be in [0, 1], got {args.threshold}")
+    return 2
+  if args.largest_component and args.probabilities:
+    _fail("--largest-component", "applies to labels; drop it or --probabilities")
     return 2
   if args.spacing is not None:
     try:

@@ -289,3 +289,57 @@ def test_predict_probabilities_volume_and_slices():
     inference.predict_probabilities(_MODEL3, _VARS3, image[..., :1], card)
   with pytest.raises(ValueError, match="output channel"):
     inference.predict_probabilities(_MODEL3, _VARS3, image, _card("softmax", 3, 2, "volume"))
+
+
+def test_keep_largest_component_per_class_by_hand():
+  labels = np.zeros((6, 6), np.int32)
+  labels[0:2, 0:2] = 1        # class 1: 4 voxels
+  labels[4, 4] = 1            # class 1: 1 voxel, removed
+  labels[3, 0:3] = 2          # class 2: 3 voxels
+  labels[5, 0] = 2            # class 2: 1 voxel, removed
+  labels[2, 2] = 1            # touches the 2x2 block at a corner only: kept (8-connectivity)
+  out = inference.keep_largest_component(labels)
+  expected = labels.copy()
+  expected[4, 4] = 0
+  expected[5, 0] = 0
+  np.testing.assert_array_equal(out, expected)
+  assert out.dtype == labels.dtype and out.shape == labels.shape
+
+
+def test_keep_largest_component_3d_ties_and_empty():
+  labels = np.zeros((5, 5, 5), np.uint8)
+  labels[0, 0, 0:2] = 1
+  labels[4, 4, 3:5] = 1       # as large as the first: the first in C order is kept
+  out = inference.keep_largest_component(labels)
+  assert out[0, 0, 0] == 1 and out[0, 0, 1] == 1 and out[4, 4].sum() == 0
+  np.testing.assert_array_equal(inference.keep_largest_component(np.zeros((3, 3, 3), np.int8)),
+                                np.zeros((3, 3, 3), np.int8))
+  # A foreground that is one component is unchanged (a 26-connected diagonal line).
+  line = np.zeros((4, 4, 4), bool)
+  line[np.arange(4), np.arange(4), np.arange(4)] = True
+  np.testing.assert_array_equal(inference.keep_largest_component(line), line)
+  with pytest.raises(ValueError, match="integer or boolean"):
+    inference.keep_largest_component(np.full((2, 2), 0.5))
+
+
+def test_stack_slice_context_by_hand():
+  image = np.arange(2 * 1 * 3 * 2, dtype=np.float32).reshape(2, 1, 3, 2)  # (x, y, z, C)
+  out = inference.stack_slice_context(image, 1)
+  assert out.shape == (2, 1, 3, 6) and out.dtype == np.float32
+  for z, (below, above) in enumerate([(0, 1), (0, 2), (1, 2)]):  # edges repeat the end slices
+    np.testing.assert_array_equal(out[:, :, z, 0:2], image[:, :, below])
+    np.testing.assert_array_equal(out[:, :, z, 2:4], image[:, :, z])
+    np.testing.assert_array_equal(out[:, :, z, 4:6], image[:, :, above])
+  np.testing.assert_array_equal(inference.stack_slice_context(image[..., 0], 0), image[..., :1])
+  with pytest.raises(ValueError, match="integer >= 0"):
+    inference.stack_slice_context(image, -1)
+
+
+def test_predict_slices_with_context_sees_the_neighbours():
+  rng = np.random.default_rng(0)
+  image = rng.normal(size=(8, 6, 5)).astype(np.float32)
+  # A "model" that returns its input channels as logits: slice z's logits are its context.
+  identity = jax.jit(lambda x: x)
+  got = inference.predict_slices(identity, image, batch_size=2, size_multiple=4, context=2)
+  np.testing.assert_allclose(got, inference.stack_slice_context(image, 2))
+  assert got.shape == (8, 6, 5, 5)

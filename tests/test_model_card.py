@@ -31,7 +31,8 @@ def _sigmoid(**overrides) -> ModelCard:
   return ModelCard(**{**base, **overrides})
 
 
-@pytest.mark.parametrize("card", [_bpmri(), _sigmoid(), _sigmoid(info={})])
+@pytest.mark.parametrize("card", [_bpmri(), _sigmoid(), _sigmoid(info={}),
+                                  _sigmoid(slice_context=2)])
 def test_json_round_trip(card):
   d = card.to_json()
   again = ModelCard.from_json(json.loads(json.dumps(d)))  # through real JSON: lists
@@ -54,6 +55,7 @@ def test_fields_are_canonical():
   assert type(card.info["best_epoch"]) is int
   assert card.num_channels == 3 and card.num_outputs == 2
   assert _sigmoid().num_outputs == 1
+  assert card.model_channels == 3 and _sigmoid(slice_context=1).model_channels == 3
   assert ModelCard(activation="softmax", class_names=("a", "b"), channels=("c",), spacing=None,
                    normalization=(no_normalization(),), inference="slices").layout == "xyz"
   with pytest.raises(dataclasses.FrozenInstanceError):
@@ -92,6 +94,9 @@ def test_fields_are_canonical():
      "ModelCard.normalization[1]"),
     (dict(inference="2d"), "ModelCard.inference"),
     (dict(layout="yxz"), "ModelCard.layout"),
+    (dict(slice_context=-1), "ModelCard.slice_context"),
+    (dict(slice_context=1.5), "ModelCard.slice_context"),
+    (dict(slice_context=1), "ModelCard.slice_context"),  # a volume model is not 2.5D
     (dict(info=[1, 2]), "ModelCard.info"),
     (dict(info={"f": object()}), "ModelCard.info"),
     (dict(info={1: "x"}), "ModelCard.info"),
@@ -121,6 +126,11 @@ def test_from_json_rejects_unknown_and_missing_keys_and_non_dicts():
     ModelCard.from_json(d)
   with pytest.raises(ValueError, match="must be a dict"):
     ModelCard.from_json([1, 2])  # type: ignore[arg-type]
+  # A card exported before 2.5D models existed has no slice_context: a plain 2D model.
+  old = _sigmoid().to_json()
+  del old["slice_context"]
+  assert ModelCard.from_json(old) == _sigmoid()
+
 
 
 def test_normalize_reproduces_the_bpmri_builder():

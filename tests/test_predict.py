@@ -682,3 +682,22 @@ def test_bad_model_cards_are_clean_checkpoint_errors(ckpts, tmp_path, capsys, ed
                        "--output", tmp_path / "out.npy")
   _assert_clean_error(rc, stderr, "checkpoint", needle)
   assert not (tmp_path / "out.npy").exists()
+
+
+def test_largest_component_flag_filters_the_written_labels(ckpts, tmp_path, capsys):
+  image = _volume((16, 32, 6), seed=3)
+  np.save(tmp_path / "x.npy", image)
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input", tmp_path / "x.npy",
+                       "--output", tmp_path / "raw.npy", "--spacing", 1.5, 1.5, 3.0)
+  assert rc == 0, stderr
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input", tmp_path / "x.npy",
+                       "--output", tmp_path / "lcc.npy", "--spacing", 1.5, 1.5, 3.0,
+                       "--largest-component")
+  assert rc == 0, stderr
+  raw, lcc = np.load(tmp_path / "raw.npy"), np.load(tmp_path / "lcc.npy")
+  np.testing.assert_array_equal(lcc, inference.keep_largest_component(raw))
+  # A random model's labels on noise are speckle: the flag removed something.
+  assert 0 < lcc.sum() < raw.sum()
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input", tmp_path / "x.npy",
+                       "--output", tmp_path / "p.npy", "--largest-component", "--probabilities")
+  assert rc == 2 and "--largest-component" in stderr and "Traceback" not in stderr

@@ -16,7 +16,7 @@ from experiments.runner import base_config
 
 HELP = {"tasks": "tasks to run: anatomical (zones from T2W) and/or diagnostic (csPCa, bpMRI)",
         "beta": "weight of the KL term per output voxel in the ELBO"}
-ALIASES = {"--tasks": "tasks", "--beta": "beta", "--folds": "split.folds",
+ALIASES = {"--tasks": "tasks", "--beta": "beta",
            "--mc-samples": "eval.mc_samples", "--eval-batch": "eval.batch_size",
            "--patch": "train.patch", "--learning-rate": "train.learning_rate",
            "--samples-per-epoch": "train.samples_per_epoch",

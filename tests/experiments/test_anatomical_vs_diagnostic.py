@@ -47,6 +47,11 @@ def test_tiny_run_writes_every_output(tmp_path, monkeypatch):
   for loss in saved["names"]:
     assert f"| {loss} |" in table
   assert "(n=8" in table  # every cell says how many patients are behind it
+  # Per fold: mean / median / min over each fold's 4 held-out patients, per loss.
+  task_table = (task_dir / "table.md").read_text()
+  assert "Per fold" in task_table
+  for loss in saved["names"]:
+    assert f"| {loss} | 0 | 4 |" in task_table and f"| {loss} | 1 | 4 |" in task_table
   # The exported models are what jaxseg.predict reads (model card validated on load).
   from jaxseg.train.checkpoint import load_model
   model, _, card = load_model(task_dir / "models" / "CE" / "fold0")

@@ -206,3 +206,25 @@ def test_adaptive_focal_original_hd95_is_medpys_pooled_percentile():
   np.testing.assert_allclose(values["hd95_original"], pooled)
   np.testing.assert_allclose(values["hd95_original"], [2 * np.sqrt(2)], rtol=1e-6)
   assert values["hd95"][0] > values["hd95_original"][0] + 1.0  # max of the directed percentiles
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_largest_component_post_processing_keeps_the_probabilities_of_the_kept_voxels(activation):
+  p = np.zeros((6, 6, 2))
+  p[:3, :3, :] = 0.9      # the gland: 18 voxels
+  p[5, 5, 1] = 0.8        # a stray voxel: removed
+  p[0, 5, 0] = 0.3        # below the threshold: not foreground, untouched
+  cfg = types.SimpleNamespace(model=types.SimpleNamespace(activation=activation,
+                                                          class_names=("bg", "fg")),
+                              eval=types.SimpleNamespace(threshold=0.5))
+  probs = p if activation == "sigmoid" else np.stack([1 - p, p], -1)
+  cmp = types.SimpleNamespace(cfg=cfg, study=tversky.Tversky() if activation == "sigmoid"
+                              else runner.Study())
+  out = runner.Comparison.largest_component(cmp, runner.Predictions([probs])).probs[0]
+  expected = p.copy()
+  expected[5, 5, 1] = 0.0
+  if activation == "softmax":
+    expected = np.stack([1 - expected, expected], -1)
+  np.testing.assert_allclose(out, expected)
+  labels = cmp.study.labels(cmp, runner.Predictions([out]))[0]
+  assert labels.sum() == 18

@@ -1,11 +1,14 @@
 """A tiny end-to-end run of ``python -m experiments.tversky`` through the runner, and its losses."""
 
 import json
+import os
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from experiments import tversky
+from experiments import runner, tversky
 from jaxseg.losses import sigmoid_binary_cross_entropy, tversky_loss
 from jaxseg.train.checkpoint import load_model
 
@@ -65,6 +68,89 @@ def test_two_seeds_in_one_sweep(tmp_path, monkeypatch):
   assert len(first) == 2 and first[0] != first[1]
   assert (out / "models" / "BCE" / "seed0").is_dir() and (out / "models" / "BCE" / "seed1").is_dir()
   assert "cases × seeds" in (out / "table.md").read_text()
+
+
+def test_slice_context_trains_a_2_5d_model_that_predict_reads(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXSEG_DATA_DIR", str(tmp_path / "tfds"))
+  out = tmp_path / "results"
+  flags = [f for f in TINY]
+  flags[flags.index("--epochs") + 1] = "1"
+  tversky.main(flags + ["--alphas", "none", "--model.slice_context", "1", "--workdir", str(out)])
+  model, variables, card = load_model(out / "models" / "BCE")
+  assert card.slice_context == 1 and card.model_channels == 3
+  # The first convolution was built for 3 input channels (the slice and its two neighbours);
+  # no other layer of this 1/16-width U-Net (4, 8, ... channels) has 3 or 1 input channels.
+  from flax import traverse_util
+  inputs = sorted(int(v.shape[2]) for k, v in traverse_util.flatten_dict(variables["params"]).items()
+                  if k[-1] == "kernel" and v.ndim == 4)
+  assert inputs.count(3) == 1 and 1 not in inputs, inputs
+  import nibabel as nib
+  from jaxseg import predict
+  image = np.random.default_rng(0).normal(size=(40, 36, 5)).astype(np.float32)
+  nib.save(nib.Nifti1Image(image, np.diag([4.0, 4.0, 6.0, 1.0])), tmp_path / "case.nii.gz")
+  assert predict.main(["--checkpoint", str(out / "models" / "BCE"), "--input",
+                       str(tmp_path / "case.nii.gz"), "--output", str(tmp_path / "seg.nii.gz")]) == 0
+  assert nib.load(tmp_path / "seg.nii.gz").shape == (40, 36, 5)
+
+
+PROMISE12 = Path(__file__).parents[2] / ".." / "shared" / "data" / "promise12"
+
+
+def test_promise12_gets_the_real_mri_preset():
+  cfg, _ = runner.parse(["--data", "promise12"], prog="t", config="experiments.configs.tversky",
+                        description="")
+  assert cfg.model.overrides.width == 0.125 and tuple(cfg.train.patch) == (128, 128)
+  assert cfg.train.schedule == "cosine" and cfg.train.samples_per_epoch is None
+  assert cfg.eval.largest_component and tuple(cfg.data.settings.get("split_fractions", ())) == ()
+  assert tuple(cfg.data.sources.promise12.settings.split_fractions) == (0.72, 0.08, 0.2)
+  # The phantom keeps its own preset; flags still win over the source's preset.
+  phantom, _ = runner.parse([], prog="t", config="experiments.configs.tversky", description="")
+  assert phantom.model.overrides.width == 0.0625 and not phantom.eval.largest_component
+  cfg, _ = runner.parse(["--data", "promise12", "--width", "0.25", "--alphas", "none",
+                         "--folds", "5"], prog="t", config="experiments.configs.tversky",
+                        description="")
+  assert cfg.model.overrides.width == 0.25 and tuple(cfg.alphas) == () and cfg.split.folds == 5
+
+
+def test_promise12_real_cases_tiny_run_and_predict_in_their_layout(tmp_path, monkeypatch):
+  """Four real PROMISE12 cases (2 train / 1 validation / 1 test), a few steps; the exported model
+  segments the PROMISE12-layout arrays into arrays of the same shape and names."""
+  if not PROMISE12.is_dir():
+    pytest.skip(f"real PROMISE12 npy files not found at {PROMISE12}")
+  monkeypatch.setenv("JAXSEG_DATA_DIR", str(tmp_path / "tfds"))
+  manual, images = tmp_path / "promise12", tmp_path / "images"
+  manual.mkdir()
+  images.mkdir()
+  for k in range(4):
+    for kind in ("image", "label"):
+      os.symlink((PROMISE12 / f"{kind}_train{k:02d}.npy").resolve(),
+                 manual / f"{kind}_train{k:02d}.npy")
+    if k < 2:
+      os.symlink((PROMISE12 / f"image_train{k:02d}.npy").resolve(),
+                 images / f"image_train{k:02d}.npy")
+  out = tmp_path / "results"
+  result = tversky.main(["--data", "promise12", "--manual-dir", str(manual),
+                         "--data.settings.split_fractions", "0.5", "0.25", "0.25",
+                         "--alphas", "0.75", "--width", "0.0625", "--epochs", "1",
+                         "--samples-per-epoch", "16", "--no-progress", "--workdir", str(out)])
+  saved = json.loads((out / "results.json").read_text())
+  assert [len(saved["folds"][0][k]) for k in ("train", "validation", "test")] == [2, 1, 1]
+  assert result["names"] == ["BCE", "Tversky α=0.75"]
+  # Raw and largest-component metrics, both per test case.
+  assert {"dice", "precision", "recall", "dice_lcc", "recall_lcc"} <= set(result["values"]["BCE"])
+  table = (out / "table.md").read_text()
+  assert "Dice (LCC)" in table and "largest connected component" in table
+  assert "Data `promise12`: 2 training / 1 validation / 1 test cases" in table
+  _, _, card = load_model(out / "models" / "BCE")
+  assert card.layout == "zyx" and card.inference == "slices"
+  from jaxseg import predict
+  assert predict.main(["--checkpoint", str(out / "models" / "BCE"), "--input", str(images),
+                       "--output", str(tmp_path / "segs")]) == 0
+  assert sorted(os.listdir(tmp_path / "segs")) == ["image_train00.npy", "image_train01.npy"]
+  for name in os.listdir(tmp_path / "segs"):
+    seg = np.load(tmp_path / "segs" / name)
+    assert seg.shape == np.load(images / name).shape == (32, 128, 128)
+    assert seg.dtype == np.uint8 and set(np.unique(seg).tolist()) <= {0, 1}
 
 
 def test_losses_are_bce_and_tversky():
