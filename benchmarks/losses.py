@@ -12,7 +12,11 @@ values (jaxseg's overlap metrics jitted; its surface metrics are host NumPy/SciP
 Rows where the two libraries *define* a value differently are kept, with the reason, instead of
 being dropped: the empty-mask conventions of the Dice metric (REFERENCE "Conventions": jaxseg
 returns NaN only when a class is absent from both masks, and 0 when it is absent from the truth but
-predicted; MONAI's ``ignore_empty=True`` returns NaN whenever the truth is empty).
+predicted; MONAI's ``ignore_empty=True`` returns NaN whenever the truth is empty), and the
+cross-entropy term of Dice + CE with ``include_background=False`` (jaxseg drops the class-0 terms,
+MONAI's ``DiceCELoss`` keeps them: Project-MONAI/MONAI#6855). Losses MONAI lacks, or composes differently (focal Tversky;
+Dice + CE without the background; Dice + softmax focal), are compared with a reference composed from
+MONAI's parts, named in the row.
 
 Inputs: ``--batch`` x ``--size`` x ``--size`` logits with ``--classes`` channels, N(0, 3^2), and
 uniform labels (NumPy seed ``--seed``); the metric rows use the argmax prediction against labels
@@ -77,6 +81,8 @@ def build_rows(args) -> list[Row]:
 
   from benchmarks.hd95 import SPACING, random_ellipsoid
   from jaxseg import losses as jl
+  from jaxseg.losses import compound as jc
+  from jaxseg.losses import region as jr
   from jaxseg.metrics import overlap, surface
 
   torch.set_num_threads(args.threads)
@@ -176,16 +182,144 @@ def build_rows(args) -> list[Row]:
       "exact log(1 - p_c) (log1p(-p_c) below 1/2, a log-sum-exp of the other classes for the "
       "arg-max), which MONAI computes as "
       "log(1 - exp(log p_c)))"))
+  # -- Focal Tversky (not in MONAI: composed from TverskyLoss) -------------------------------
+  rows.append(loss_row(
+      "Focal Tversky loss, sigmoid, batch (not in MONAI)",
+      "jaxseg focal_tversky_loss(alpha=0.3 FP, beta=0.7 FN, gamma=4/3) vs MONAI "
+      "TverskyLoss(alpha=0.3, beta=0.7, smooth 1, batch=True, reduction='none') ** 0.75",
+      lambda z, y: jr.focal_tversky_loss(z, y, alpha=0.3, beta=0.7, gamma=4.0 / 3.0,
+                                         reduction="none")[0],
+      (zb_j, yb_j), lambda z, y: tv_sig(z, y) ** 0.75, (zb_t, yb_t),
+      lambda v: v.detach().numpy().reshape(-1)))
+  # -- Generalized Dice ----------------------------------------------------------------------
+  # Labels with empty classes exercise MONAI's rule (infinite weight -> the example's max).
+  labels_e = labels.copy()
+  labels_e[0][labels_e[0] == c - 1] = 0  # class C-1 absent from case 0
+  labels_e[1][labels_e[1] == c - 2] = 1  # class C-2 absent from case 1
+  ye_j = jnp.asarray(labels_e)
+  ye_t = torch.from_numpy(labels_e).long()[:, None]
+  bin_labels_e = bin_labels.copy()
+  bin_labels_e[0] = 0.0  # an empty mask: every weight 0, loss 1 - s_nr / s_dr = 0
+  ybe_j, ybe_t = jnp.asarray(bin_labels_e), torch.from_numpy(bin_labels_e)[:, None]
+  for w_type, include_bg, batch in (("square", True, False), ("square", False, True),
+                                    ("simple", False, False), ("uniform", True, False)):
+    gdl_m = ml.GeneralizedDiceLoss(softmax=True, to_onehot_y=True, w_type=w_type,
+                                   include_background=include_bg, batch=batch,
+                                   reduction="none")
+    rows.append(loss_row(
+        f"Generalized Dice, softmax, w_type={w_type}, "
+        f"{'all classes' if include_bg else 'foreground'}, {'batch' if batch else 'per image'}",
+        "empty classes in cases 0 and 1 (weight -> max weight of the example); "
+        + ("one pooled value" if batch else "(batch,) values"),
+        lambda z, y, w=w_type, ib=include_bg, bt=batch: jr.generalized_dice_loss(
+            z, y, weight_type=w, include_background=ib, batch=bt)[:1 if bt else None],
+        (z_j, ye_j), lambda z, y, m=gdl_m: m(z, y), (z_t, ye_t),
+        lambda v: v.detach().numpy().reshape(-1)))
+  gdl_sig = ml.GeneralizedDiceLoss(sigmoid=True, reduction="none")
+  rows.append(loss_row(
+      "Generalized Dice, sigmoid, 1 channel, one empty mask",
+      "w_type=square; case 0 has an empty mask (loss 0 in both)",
+      lambda z, y: jr.generalized_dice_loss(z, y, activation="sigmoid"), (zb_j, ybe_j),
+      lambda z, y: gdl_sig(z, y), (zb_t, ybe_t), lambda v: v.detach().numpy().reshape(-1)))
   # -- DiceCE --------------------------------------------------------------------------------
   dice_ce = ml.DiceCELoss(softmax=True, to_onehot_y=True)
+  rows.append(loss_row(
+      "DiceCE loss, softmax, all classes",
+      "mean over the batch of dice_ce_loss; lambdas 1",
+      lambda z, y: jnp.mean(jc.dice_ce_loss(z, y))[None], (z_j, y_j),
+      lambda z, y: dice_ce(z, y)[None], (z_t, y_t), lambda v: v.detach().numpy().reshape(-1)))
+  dice_ce_sig = ml.DiceCELoss(sigmoid=True, lambda_dice=0.5, lambda_ce=2.0)
+  rows.append(loss_row(
+      "DiceCE loss, sigmoid, 1 channel (BCE)",
+      "activation='sigmoid', lambda_dice=0.5, lambda_ce=2",
+      lambda z, y: jnp.mean(jc.dice_ce_loss(z, y, activation="sigmoid", lambda_dice=0.5,
+                                            lambda_ce=2.0))[None], (zb_j, yb_j),
+      lambda z, y: dice_ce_sig(z, y)[None], (zb_t, yb_t),
+      lambda v: v.detach().numpy().reshape(-1)))
+  dice_fg = ml.DiceLoss(softmax=True, to_onehot_y=True, include_background=False)
 
-  def jax_dice_ce(z, y):
-    return (jnp.mean(jl.soft_dice_loss(z, y)) + jnp.mean(jl.softmax_cross_entropy(z, y)))[None]
+  def monai_dice_ce_fg(z, y):  # MONAI Dice (foreground) + CE without the class-0 terms
+    ce = torch.nn.functional.cross_entropy(z, y[:, 0], reduction="none") * (y[:, 0] != 0)
+    return dice_fg(z, y) + ce.mean()
 
   rows.append(loss_row(
-      "DiceCE loss (softmax Dice + CE)",
-      "jaxseg: mean(soft_dice_loss) + mean(softmax_cross_entropy) (composed); lambdas 1",
-      jax_dice_ce, (z_j, y_j), lambda z, y: dice_ce(z, y)[None], (z_t, y_t),
+      "DiceCE loss, softmax, include_background=False",
+      "composed MONAI reference: DiceLoss(include_background=False) + mean over pixels of "
+      "CE * (label != 0) (jaxseg drops the class-0 CE terms)",
+      lambda z, y: jnp.mean(jc.dice_ce_loss(z, y, include_background=False))[None], (z_j, y_j),
+      lambda z, y: monai_dice_ce_fg(z, y)[None], (z_t, y_t),
+      lambda v: v.detach().numpy().reshape(-1)))
+  dice_ce_fg_m = ml.DiceCELoss(softmax=True, to_onehot_y=True, include_background=False)
+  rows.append(loss_row(
+      "DiceCE loss, softmax, include_background=False vs MONAI DiceCELoss", "documented "
+      "difference",
+      lambda z, y: jnp.mean(jc.dice_ce_loss(z, y, include_background=False))[None], (z_j, y_j),
+      lambda z, y: dice_ce_fg_m(z, y)[None], (z_t, y_t),
+      lambda v: v.detach().numpy().reshape(-1), expect_equal=False,
+      note="MONAI keeps the background in its CE term (Project-MONAI/MONAI#6855)"))
+  # -- DiceFocal -----------------------------------------------------------------------------
+  dice_focal_sig = ml.DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25)
+  rows.append(loss_row(
+      "DiceFocal loss, sigmoid, 1 channel",
+      "gamma 2, alpha 0.25; mean over the batch of dice_focal_loss",
+      lambda z, y: jnp.mean(jc.dice_focal_loss(z, y, activation="sigmoid", gamma=2.0,
+                                               alpha=0.25))[None], (zb_j, yb_j),
+      lambda z, y: dice_focal_sig(z, y)[None], (zb_t, yb_t),
+      lambda v: v.detach().numpy().reshape(-1)))
+  dice_focal_fg = ml.DiceFocalLoss(sigmoid=True, to_onehot_y=True, include_background=False,
+                                   gamma=2.0)
+  rows.append(loss_row(
+      "DiceFocal loss, sigmoid, one-hot, foreground",
+      "include_background=False drops channel 0 from both terms (both libraries)",
+      lambda z, y: jnp.mean(jc.dice_focal_loss(z, y, activation="sigmoid",
+                                               include_background=False))[None], (z_j, y_j),
+      lambda z, y: dice_focal_fg(z, y)[None], (z_t, y_t),
+      lambda v: v.detach().numpy().reshape(-1)))
+  focal_soft_all = ml.FocalLoss(use_softmax=True, to_onehot_y=True, gamma=2.0,
+                                reduction="none")
+
+  def monai_dice_focal_softmax(z, y):  # MONAI's DiceFocalLoss would use a sigmoid focal term
+    return dice_m(z, y).mean() + focal_soft_all(z, y).sum(1).mean()
+
+  rows.append(loss_row(
+      "DiceFocal loss, softmax, all classes",
+      "composed MONAI reference: DiceLoss(softmax) + FocalLoss(use_softmax=True, "
+      "reduction='none') summed over classes, mean over pixels (MONAI's DiceFocalLoss(softmax="
+      "True) uses a sigmoid focal term)",
+      lambda z, y: jnp.mean(jc.dice_focal_loss(z, y, gamma=2.0))[None], (z_j, y_j),
+      lambda z, y: monai_dice_focal_softmax(z, y)[None], (z_t, y_t),
+      lambda v: v.detach().numpy().reshape(-1)))
+
+  # -- clDice (MONAI >= 1.5: one ratio per example over the kept channels; its harmonic mean adds
+  # `smooth` (1e-4 by default) to the denominator, the paper's does not: 1e-12 here) ----------
+  cl_kw = dict(iterations=3, smooth=1.0, batch=False, pool_classes=True)
+  cl_monai = dict(iter_=3, smooth_nr=1.0, smooth_dr=1.0, smooth=1e-12)
+  onehot_t = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), c).permute(
+      0, 3, 1, 2).float()
+  cl_soft = ml.SoftclDiceLoss(softmax=True, include_background=False, reduction="none",
+                              **cl_monai)
+  rows.append(loss_row(
+      "soft clDice loss, softmax, foreground, per image",
+      "MONAI SoftclDiceLoss(softmax, include_background=False, iter_ 3, smooth_nr = smooth_dr = 1) "
+      "vs jaxseg include_background=False, pool_classes=True, smooth 1",
+      lambda z, y: jl.soft_cldice_loss(z, y, activation="softmax", include_background=False,
+                                       reduction="none", **cl_kw).reshape(-1),
+      (z_j, y_j), cl_soft, (z_t, onehot_t), lambda v: v.detach().numpy().reshape(-1)))
+  cl_sig = ml.SoftclDiceLoss(sigmoid=True, reduction="none", **cl_monai)
+  rows.append(loss_row(
+      "soft clDice loss, sigmoid, 1 channel, per image",
+      "MONAI SoftclDiceLoss(sigmoid, iter_ 3) vs jaxseg activation='sigmoid'",
+      lambda z, y: jl.soft_cldice_loss(z, y, activation="sigmoid", include_background=True,
+                                       reduction="none", **cl_kw).reshape(-1),
+      (zb_j, yb_j), cl_sig, (zb_t, yb_t), lambda v: v.detach().numpy().reshape(-1)))
+  dcl_sig = ml.SoftDiceclDiceLoss(sigmoid=True, alpha=0.5, reduction="mean", **cl_monai)
+  rows.append(loss_row(
+      "soft Dice + clDice loss (alpha 0.5), sigmoid, 1 channel",
+      "MONAI SoftDiceclDiceLoss(sigmoid, alpha 0.5) (batch mean) vs jaxseg dice_cldice_loss; with "
+      "several foreground channels MONAI's Dice part is per class, its clDice part pooled",
+      lambda z, y: jnp.mean(jl.dice_cldice_loss(z, y, activation="sigmoid", alpha=0.5,
+                                                include_background=True, **cl_kw))[None],
+      (zb_j, yb_j), lambda z, y: dcl_sig(z, y)[None], (zb_t, yb_t),
       lambda v: v.detach().numpy().reshape(-1)))
 
   # -- Confusion-matrix metrics --------------------------------------------------------------
@@ -323,7 +457,8 @@ def main(argv=None) -> None:
       if not equal:
         failures.append(row.name)
     else:
-      verdict = f"differs by design: {nan_mismatch} entries ({row.note})"
+      nans = f"{nan_mismatch} NaN entries, " if nan_mismatch else ""
+      verdict = f"differs by design: {nans}{row.note}"
     convention = row.convention + (f"; {row.note}" if row.note and row.expect_equal else "")
     print(f"| {row.name} | {convention} | {diff:.1e} | {verdict} | {t_j * 1e3:.2f} | "
           f"{t_m * 1e3:.2f} | {t_m / t_j:.1f}x |", flush=True)

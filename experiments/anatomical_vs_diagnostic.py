@@ -51,9 +51,8 @@ import numpy as np
 from experiments import runner
 from jaxseg.data.distance import signed_distance_maps
 from jaxseg.data.pipeline import Volume
+from jaxseg import losses as jax_losses
 from jaxseg.losses.boundary import dice_boundary_loss
-from jaxseg.losses.cross_entropy import softmax_cross_entropy
-from jaxseg.losses.focal import softmax_focal_loss
 from jaxseg.losses.supervision import deep_supervision_loss, elbo_loss
 from jaxseg.metrics import calibration, detection, overlap, stats
 from jaxseg.report import figures
@@ -95,14 +94,19 @@ def _elbo(per_scale, beta):
   return loss
 
 
+def _registered(name: str, **hyperparameters):
+  """A registry loss (``jaxseg.losses.get``) as a per-scale ``(logits, labels, sdm)`` loss."""
+  fn = jax_losses.get(name, **hyperparameters)
+  return lambda l, y, d: fn(l, y)
+
+
 def losses(task: Task, beta: float) -> list[runner.LossConfig]:
   alpha = np.asarray(task.alpha, np.float32)
   return [
-      runner.LossConfig("CE", _elbo(lambda l, y, d: softmax_cross_entropy(l, y), beta)),
+      runner.LossConfig("CE", _elbo(_registered("cross_entropy"), beta)),
       runner.LossConfig("balanced CE", _elbo(
-          lambda l, y, d: softmax_cross_entropy(l, y, class_weights=alpha), beta)),
-      runner.LossConfig("focal", _elbo(
-          lambda l, y, d: softmax_focal_loss(l, y, alpha=alpha, gamma=2.0), beta)),
+          _registered("cross_entropy", class_weights=alpha), beta)),
+      runner.LossConfig("focal", _elbo(_registered("focal", alpha=alpha, gamma=2.0), beta)),
       runner.LossConfig("Dice+boundary", _elbo(
           lambda l, y, d: dice_boundary_loss(l, y, d, w_region=1.0, w_boundary=1.0,
                                              include_background=False, smooth_nr=0.0,

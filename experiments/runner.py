@@ -56,7 +56,7 @@ import numpy as np
 import optax
 
 import datasets
-from jaxseg import cli, inference
+from jaxseg import cli, inference, losses
 from jaxseg.data import augment as augment_lib
 from jaxseg.data.pipeline import PatchLoader, Volume, replicate
 from jaxseg.data.preprocess import make_folds, split_validation
@@ -197,6 +197,22 @@ class LossConfig:
   fn: Callable[..., jax.Array]
   params: Mapping[str, float] = dataclasses.field(default_factory=dict)
   info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def registered_loss(name: str, **hyperparameters: Any) -> Callable[..., jax.Array]:
+  """A :class:`LossConfig` ``fn`` for a loss of the registry (``jaxseg.losses.get``).
+
+  ``registered_loss("tversky", smooth=1.0)`` is ``fn(outputs, batch, **params)`` applying the
+  registered loss to ``(outputs, batch["label"])``; ``params`` (e.g. a swept ``alpha``) are passed
+  at call time. Unknown names or hyperparameters fail here, when the config is read.
+  """
+  loss = losses.get(name, **hyperparameters)
+
+  def fn(outputs, batch, **params):
+    return loss(outputs, batch["label"], **params)
+
+  fn.__name__ = name
+  return fn
 
 
 @dataclasses.dataclass

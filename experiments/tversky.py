@@ -27,26 +27,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats as scipy_stats
 
 from experiments import runner
-from jaxseg.losses.cross_entropy import sigmoid_binary_cross_entropy
-from jaxseg.losses.region import tversky_loss
 from jaxseg.metrics import overlap, stats
 from jaxseg.report import figures
 
 
-def bce(logits, batch):
-  return sigmoid_binary_cross_entropy(logits, batch["label"].astype(jnp.float32))
+bce = runner.registered_loss("binary_cross_entropy")
 
 
 def make_tversky(smooth: float):
-  def tversky(logits, batch, *, alpha, beta):
-    return tversky_loss(logits, batch["label"].astype(jnp.float32), alpha=alpha, beta=beta,
-                        smooth=smooth)
-  return tversky
+  """Seed 002's Tversky loss (one index per batch, beta = 1 - alpha passed by the sweep)."""
+  return runner.registered_loss("tversky", smooth=smooth)
 
 
 def f1_of_means(precision: np.ndarray, recall: np.ndarray) -> float:

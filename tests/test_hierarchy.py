@@ -100,3 +100,64 @@ def test_errors():
 def test_ordinal_cost_matrix():
   m = hierarchy.ordinal_cost_matrix(3)
   np.testing.assert_allclose(m, [[0, 0.25, 1], [0.25, 0, 0.25], [1, 0.25, 0]])
+
+
+def _table1_geometry_labels(spacing=(1.0, 1.0, 1.0), shape=(200, 200, 200)):
+  """One label volume with a small cube per class at positions whose distances are Table 1's.
+
+  Positions come from classical multidimensional scaling of Table 1 x 110 mm (the paper's matrix
+  embeds in 3D to within a few mm); TZ and CG share the prostate's position (upper and lower
+  half of its cube).
+  """
+  merged = [1, 2, 3, 4, 6, 7, 8]
+  d = hierarchy.PAPER_PENALTY_MATRIX[np.ix_(merged, merged)] * hierarchy.PAPER_MAX_DISTANCE_MM
+  n = len(merged)
+  j = np.eye(n) - 1.0 / n
+  w, v = np.linalg.eigh(-0.5 * j @ (d**2) @ j)
+  points = v[:, -3:] * np.sqrt(np.maximum(w[-3:], 0.0))  # (classes, 3) in mm
+  centre = np.array(shape) * np.array(spacing) / 2.0
+  label = np.zeros(shape, np.uint8)
+  for c, p in zip(merged, points):
+    index = np.round((p + centre) / np.array(spacing)).astype(int)
+    lo, hi = index - 2, index + 3
+    box = label[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    box[...] = c
+    if c == 4:  # the prostate: TZ above, CG below (merged back by the builder)
+      box[:, :, 3:] = 5
+  return label, points, merged
+
+
+def test_builder_recovers_table1_on_table1_geometry():
+  label, points, merged = _table1_geometry_labels()
+  d = hierarchy.centroid_distances_mm([label], [(1.0, 1.0, 1.0)], bilateral_axis=None)
+  paper_mm = hierarchy.PAPER_PENALTY_MATRIX * hierarchy.PAPER_MAX_DISTANCE_MM
+  pairs = hierarchy.penalty_pairs()
+  assert len(pairs) == 21
+  # The cubes sit where the embedding put them (within a voxel), and the embedding is Table 1's
+  # geometry to within a few mm.
+  err = [abs(d[i, j] - paper_mm[i, j]) for i, j in pairs]
+  assert max(err) < 6.0, err
+  penalty = hierarchy.penalty_matrix_from_labels([label], [(1.0, 1.0, 1.0)], bilateral_axis=None)
+  assert hierarchy.penalty_rank_agreement(penalty) >= 0.95
+  # Rounding to 10 mm may move a pair by one level (1/11) at most.
+  np.testing.assert_array_less(np.abs(penalty - hierarchy.PAPER_PENALTY_MATRIX), 1.0 / 11 + 1e-9)
+  np.testing.assert_array_equal(penalty[4], penalty[5])
+
+
+def test_rank_agreement_detects_a_shuffled_matrix():
+  paper = hierarchy.PAPER_PENALTY_MATRIX
+  assert hierarchy.penalty_rank_agreement(paper) == pytest.approx(1.0)
+  flipped = np.where(paper > 0, 1.0 - paper, 0.0)
+  np.fill_diagonal(flipped, 0.0)
+  assert hierarchy.penalty_rank_agreement(flipped) == pytest.approx(-1.0)
+  with pytest.raises(ValueError, match="shape"):
+    hierarchy.penalty_rank_agreement(np.zeros((3, 3)))
+
+
+def test_phantom_matrix_is_not_table1():
+  """Why the study trains phantoms with Table 1 (experiments/configs/hierarchical.py)."""
+  from jaxseg.data.phantoms.pelvis import make_pelvis_case
+  cases = [make_pelvis_case(s, shape=(64, 64, 16), spacing=(2.25, 2.25, 4.5)) for s in range(3)]
+  penalty = hierarchy.penalty_matrix_from_labels([c.label for c in cases],
+                                                 [c.spacing for c in cases])
+  assert hierarchy.penalty_rank_agreement(penalty) < 0.9

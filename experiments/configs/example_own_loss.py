@@ -22,10 +22,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from experiments.runner import LossConfig, Study, base_config
+from experiments.runner import LossConfig, Study, base_config, registered_loss
 from experiments.tversky import Tversky
-from jaxseg.losses.cross_entropy import sigmoid_binary_cross_entropy
-from jaxseg.losses.region import soft_dice_loss
 
 
 def log_cosh_dice(logits, batch, *, smooth):
@@ -35,14 +33,6 @@ def log_cosh_dice(logits, batch, *, smooth):
   axes = tuple(range(1, p.ndim))
   dice = (2 * jnp.sum(p * y, axes) + smooth) / (jnp.sum(p, axes) + jnp.sum(y, axes) + smooth)
   return jnp.log(jnp.cosh(1.0 - dice))
-
-
-def bce(logits, batch):
-  return sigmoid_binary_cross_entropy(logits, batch["label"].astype(jnp.float32))
-
-
-def soft_dice(logits, batch):
-  return soft_dice_loss(logits, batch["label"], activation="sigmoid")
 
 
 class BinaryComparison(Tversky):
@@ -63,7 +53,9 @@ def get_config(preset: str = "cpu"):
   c = base_config()
   c.name = "example_own_loss"
   c.workdir = "results/compare/example_own_loss"
-  c.losses = [LossConfig("BCE", bce), LossConfig("soft Dice", soft_dice),
+  # Library losses by name (`jaxseg.losses.names()`; docs/losses.md), yours as a function.
+  c.losses = [LossConfig("BCE", registered_loss("binary_cross_entropy")),
+              LossConfig("soft Dice", registered_loss("dice", activation="sigmoid")),
               LossConfig("log-cosh Dice", log_cosh_dice, {"smooth": 1.0})]
   c.model.update(name="UNet2D", preset="tversky", activation="sigmoid",
                  class_names=("background", "prostate"))

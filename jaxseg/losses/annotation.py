@@ -15,7 +15,8 @@ per example, ``(batch,)``; their mean over the batch is the study's
 original code's ``log(p + 1e-6)`` / probability clamping to
 ``[1e-6, 1 - 1e-6]`` is not reproduced, so a confidently wrong pixel keeps its
 full (finite) loss and gradient instead of being capped at
-:math:`-\\log 10^{-6} \\approx 13.8`.
+:math:`-\\log 10^{-6} \\approx 13.8`.  bf16 / fp16 logits are promoted to
+float32 first (:func:`jaxseg.losses._checks.compute_dtype`).
 
 References:
   Jiang et al., "MicroSegNet: A deep learning approach for prostate
@@ -152,7 +153,7 @@ def ag_bce_loss(
   References:
     Jiang et al., MicroSegNet, CMIG 2024.
   """
-  logits = jnp.asarray(logits)
+  logits = _checks.compute_dtype(logits)
   _check_logits(logits)
   if isinstance(hard_weight, (int, float)) and hard_weight < 0:
     raise ValueError(f"hard_weight must be >= 0, got {hard_weight}.")
@@ -234,7 +235,7 @@ def adaptive_focal_loss(
   References:
     Seed 003 (adaptive focal loss for MicroSegNet); Lin et al., ICCV 2017.
   """
-  logits = jnp.asarray(logits)
+  logits = _checks.compute_dtype(logits)
   _check_logits(logits)
   if not min_gamma > 0:
     raise ValueError(f"min_gamma must be > 0, got {min_gamma}.")

@@ -11,8 +11,9 @@ the map is negative:
 The maps :math:`\\phi` are an **input**: compute them once per label volume
 in the input pipeline with :func:`jaxseg.data.distance.signed_distance_maps`
 (never inside the loss; a class absent from a case gets an all-zero map).
-The loss is negative whenever the prediction overlaps the object, by design,
-and it is meant to be trained together with a region loss, e.g. with
+bf16 / fp16 logits are promoted to float32 (the maps are cast to the same
+dtype).  The loss is negative whenever the prediction overlaps the object, by
+design, and it is meant to be trained together with a region loss, e.g. with
 :func:`kervadec_schedule`.
 
 Reference:
@@ -26,6 +27,7 @@ from typing import Union
 import jax
 import jax.numpy as jnp
 
+from jaxseg.losses import _checks
 from jaxseg.losses import region
 
 _ACTIVATIONS = ("softmax", "sigmoid", "none")
@@ -68,7 +70,7 @@ def boundary_loss(
     Kervadec et al., "Boundary loss for highly unbalanced segmentation",
     MIDL 2019.
   """
-  logits = jnp.asarray(logits)
+  logits = _checks.compute_dtype(logits)
   dist_maps = jnp.asarray(dist_maps)
   if activation not in _ACTIVATIONS:
     raise ValueError(

@@ -3,7 +3,8 @@
 Conventions (see ``docs/developing.md``): logits are channels-last ``(batch, *spatial, classes)``,
 integer labels are ``(batch, *spatial)``, and every public loss returns one value per example,
 shape ``(batch,)``: the mean over spatial positions. All are computed from ``log_softmax`` /
-``log_sigmoid`` so that they stay finite at extreme logits.
+``log_sigmoid`` so that they stay finite at extreme logits, and in at least float32: bf16 / fp16
+logits are promoted first (:func:`jaxseg.losses._checks.compute_dtype`).
 
 Integer labels outside ``[0, classes)`` (or integer binary targets other than 0 / 1) raise a
 ``ValueError`` when the labels are concrete (see :mod:`jaxseg.losses._checks`); under ``jit`` the
@@ -46,9 +47,9 @@ def pixelwise_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax
     labels: ``(batch, *spatial)`` integer class indices in ``[0, classes)``.
 
   Returns:
-    ``(batch, *spatial)`` losses, in the logits' floating dtype.
+    ``(batch, *spatial)`` losses, in the logits' floating dtype promoted to at least float32.
   """
-  logits = jnp.asarray(logits)
+  logits = _checks.compute_dtype(logits)
   labels = jnp.asarray(labels)
   _check_dense(logits, labels)
   num_classes = logits.shape[-1]
@@ -123,7 +124,7 @@ def sigmoid_binary_cross_entropy(
   Returns:
     ``(batch,)`` losses.
   """
-  logits = jnp.asarray(logits)
+  logits = _checks.compute_dtype(logits)
   labels = jnp.asarray(labels)
   _checks.check_binary_mask(labels)
   labels = labels.astype(logits.dtype)

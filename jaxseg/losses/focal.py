@@ -10,7 +10,8 @@ return per-example values ``(batch,)`` (the mean over pixels) by default;
 ``jax.nn.log_sigmoid`` / ``jax.nn.log_softmax`` (never ``log(sigmoid)``), and
 the modulating factor as :math:`\\exp(\\gamma \\log(1 - p_t))` with an exact
 log, so values and gradients are finite at logits of :math:`\\pm 10^4` for
-every :math:`\\gamma \\ge 0`.
+every :math:`\\gamma \\ge 0`.  bf16 / fp16 logits are promoted to float32 first
+(:func:`jaxseg.losses._checks.compute_dtype`).
 
 Reference:
   Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017.
@@ -141,7 +142,7 @@ def sigmoid_focal_loss(
   References:
     Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017.
   """
-  logits = jnp.asarray(logits)
+  logits = _checks.compute_dtype(logits)
   labels = jnp.asarray(labels)
   _check_reduction(reduction)
   _check_gamma(gamma)
@@ -230,7 +231,7 @@ def softmax_focal_loss(
     MRI -- Should Different Clinical Objectives Mandate Different Loss
     Functions?", 2021.
   """
-  logits = jnp.asarray(logits)
+  logits = _checks.compute_dtype(logits)
   labels = jnp.asarray(labels)
   _check_reduction(reduction)
   _check_gamma(gamma)

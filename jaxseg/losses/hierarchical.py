@@ -1,7 +1,8 @@
 """Hierarchical (anatomically cost-sensitive) cross-entropy losses (REFERENCE §1).
 
 Both forms take a cost matrix ``D`` with ``D[true, predicted]`` (see :mod:`jaxseg.hierarchy`, which
-builds it from training labels or provides the paper's Table 1).
+builds it from training labels or provides the paper's Table 1). bf16 / fp16 logits are computed
+in float32 (:func:`jaxseg.losses._checks.compute_dtype`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def hierarchical_cross_entropy(
   References:
     Agarwal et al., "Improving Prostate Segmentation through Hierarchical Loss Penalisation".
   """
-  logits = jnp.asarray(logits)
+  logits = _checks.compute_dtype(logits)
   ce = pixelwise_softmax_cross_entropy(logits, labels)
   penalty = jnp.asarray(penalty, dtype=ce.dtype)
   _check_cost(penalty, logits.shape[-1], "penalty")
@@ -78,7 +79,7 @@ def expected_cost(logits: ArrayLike, labels: ArrayLike, *, cost: ArrayLike) -> j
   Returns:
     ``(batch,)`` expected costs.
   """
-  logits = jnp.asarray(logits)
+  logits = _checks.compute_dtype(logits)
   cost = jnp.asarray(cost, dtype=logits.dtype)
   _check_cost(cost, logits.shape[-1], "cost")
   labels = jnp.asarray(labels)

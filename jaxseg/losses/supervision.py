@@ -4,7 +4,8 @@
   decoder scales, each against labels max-pooled to that scale;
   :func:`nnunet_weights` and :func:`downsample_labels` are its parts.
 * :func:`elbo_loss` and :func:`kl_diagonal_gaussians` give the training
-  objective of the (hierarchical) probabilistic U-Net of seed 001.
+  objective of the (hierarchical) probabilistic U-Net of seed 001; their
+  bf16 / fp16 inputs are computed in float32.
 
 References:
   Isensee et al., "nnU-Net", Nature Methods 2021 (deep supervision weights).
@@ -19,6 +20,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxseg.losses import _checks
 
 _Factor = Union[int, Sequence[int]]
 
@@ -254,7 +257,7 @@ def kl_diagonal_gaussians(
     ``(batch,)`` KL values (>= 0).
   """
   mu_q, logvar_q, mu_p, logvar_p = (
-      jnp.asarray(a) for a in (mu_q, logvar_q, mu_p, logvar_p))
+      _checks.compute_dtype(a) for a in (mu_q, logvar_q, mu_p, logvar_p))
   shape = mu_q.shape
   if any(a.shape != shape for a in (logvar_q, mu_p, logvar_p)):
     raise ValueError(
@@ -292,8 +295,8 @@ def elbo_loss(
   Returns:
     ``(batch,)`` loss values.
   """
-  segmentation_loss = jnp.asarray(segmentation_loss)
-  kl = jnp.asarray(kl)
+  segmentation_loss = _checks.compute_dtype(segmentation_loss)
+  kl = _checks.compute_dtype(kl)
   if segmentation_loss.shape != kl.shape:
     raise ValueError(
         "segmentation_loss and kl must have the same shape; got "

@@ -110,6 +110,8 @@ def _structure(ndim: int, connectivity: int | None) -> np.ndarray:
 
 def _check_prob_map(prob_map: Any) -> np.ndarray:
   p = np.asarray(prob_map)
+  if p.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 is not a NumPy number; read as float32.
+    p = p.astype(np.float32)
   if p.ndim < 1 or p.size == 0:
     raise ValueError(f"prob_map must be a non-empty array, got shape {p.shape}.")
   if p.dtype == bool or not np.issubdtype(p.dtype, np.number):

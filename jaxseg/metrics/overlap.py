@@ -5,10 +5,37 @@ Every overlap metric of jaxseg is derived here from one object, the confusion ma
 ``2 cm[c, c] / (sum_j cm[c, j] + sum_i cm[i, c])``; merging rows and columns gives superclass
 metrics; weighting counts by a penalty matrix gives the hierarchical confusion matrix.
 
-Empty-mask policy (REFERENCE "Conventions"): a class absent from both truth and prediction has an
-undefined Dice, returned as NaN by default (``empty="nan"``) or as 1 (``empty="one"``); a class
-present in only one of them scores 0. Means over classes or cases must then count the NaNs
-(:func:`nan_mean_with_count`), never drop them silently.
+Empty-mask policy (REFERENCE "Conventions"): a ratio whose denominator is 0 (for Dice: the class
+is absent from both truth and prediction) is undefined. The ``empty`` argument of every ratio
+function chooses what is returned, one named policy per library convention:
+
+=========================  ===========  ==================  =========================================
+``empty=``                 both empty   truth empty only    convention it reproduces
+=========================  ===========  ==================  =========================================
+``"nan"`` (default)        NaN          0                   jaxseg / REFERENCE; nnU-Net v2
+                                                            (``evaluate_predictions.compute_metrics``:
+                                                            Dice NaN when ``tp + fp + fn == 0``);
+                                                            surface-distance ``compute_dice_coefficient``
+``"one"``                  1            0                   MONAI ``DiceMetric(ignore_empty=False)``
+``"zero"``                 0            0                   "zero_division=0" (scikit-learn style)
+``"nan_if_truth_empty"``   NaN          NaN                 MONAI ``DiceMetric(ignore_empty=True)``
+                                                            (MONAI's default)
+=========================  ===========  ==================  =========================================
+
+"Truth empty only" is a case where something is predicted but the class is absent from the truth
+(Dice 0 under the first three policies). A class present in the truth but not predicted always
+scores Dice 0. The library names are accepted as aliases of the policies (``LIBRARY_EMPTY_POLICIES``):
+``"nnunet"`` and ``"surface_distance"`` = ``"nan"``, ``"monai"`` = ``"nan_if_truth_empty"``
+(``ignore_empty=True``, MONAI's default), ``"monai_keep_empty"`` = ``"one"``.
+
+Means differ too: nnU-Net averages a class over cases with ``np.nanmean`` (NaN cases are dropped
+silently), MONAI's ``reduction="mean"`` averages the non-NaN values and can return the count of
+the others (``get_not_nans``). In jaxseg means over classes or cases must count the NaNs
+(:func:`nan_mean_with_count`), never drop them silently; its mean equals nnU-Net's ``nanmean``.
+
+For precision ``TP / (TP + FP)`` and recall ``TP / (TP + FN)`` the same policies apply to their
+own zero denominators (nothing predicted, resp. class absent from the truth);
+``"nan_if_truth_empty"`` also makes every ratio NaN where the truth is empty.
 
 Per-slice Dice (:func:`per_slice_dice`, REFERENCE section 4, the MicroSegNet / TransUNet
 evaluation): a case's Dice is the mean of the Dice of its 2D slices (last axis), not the Dice of
@@ -32,7 +59,17 @@ from jax.typing import ArrayLike
 
 from jaxseg.metrics.surface import SkipEmpty, _skip_mode
 
-_EMPTY_POLICIES = ("nan", "one")
+_EMPTY_POLICIES = ("nan", "one", "zero", "nan_if_truth_empty")
+
+# Library conventions, as aliases of the policies above (module docstring table).
+LIBRARY_EMPTY_POLICIES = {
+    "jaxseg": "nan",
+    "nnunet": "nan",
+    "surface_distance": "nan",
+    "monai": "nan_if_truth_empty",
+    "monai_ignore_empty": "nan_if_truth_empty",
+    "monai_keep_empty": "one",
+}
 
 
 def confusion_matrix(
@@ -104,8 +141,8 @@ def soft_confusion_matrix(probs: ArrayLike, truth: ArrayLike) -> jax.Array:
 def region_dice(cm: ArrayLike, classes: Sequence[int], *, empty: str = "nan") -> jax.Array:
   """Dice of the union of ``classes`` (e.g. WG = TZ u PZ) from confusion matrices ``(..., C, C)``.
 
-  Hard or soft (:func:`soft_confusion_matrix`) matrices alike; ``(...)`` values, undefined (NaN
-  or 1, see ``empty``) when the region is absent from both truth and prediction.
+  Hard or soft (:func:`soft_confusion_matrix`) matrices alike; ``(...)`` values, undefined (the ``empty``
+  policy, module doc) when the region is absent from both truth and prediction.
   """
   classes = tuple(int(c) for c in classes)
   if not classes:
@@ -115,37 +152,76 @@ def region_dice(cm: ArrayLike, classes: Sequence[int], *, empty: str = "nan") ->
   return dice_from_confusion(cm, empty=empty)[..., classes[0]]
 
 
-def _check_policy(empty: str) -> None:
-  if empty not in _EMPTY_POLICIES:
-    raise ValueError(f"empty must be one of {_EMPTY_POLICIES}, got {empty!r}")
+def empty_policy(empty: str) -> str:
+  """The policy name (``"nan"``, ``"one"``, ``"zero"``, ``"nan_if_truth_empty"``) of ``empty``.
+
+  ``empty`` is a policy name or a library alias of ``LIBRARY_EMPTY_POLICIES`` (module doc).
+  """
+  if isinstance(empty, str):
+    if empty in _EMPTY_POLICIES:
+      return empty
+    if empty in LIBRARY_EMPTY_POLICIES:
+      return LIBRARY_EMPTY_POLICIES[empty]
+  raise ValueError(f"empty must be one of {_EMPTY_POLICIES} or a library alias "
+                   f"{tuple(LIBRARY_EMPTY_POLICIES)}, got {empty!r}")
 
 
-def _ratio(numerator: jax.Array, denominator: jax.Array, empty: str) -> jax.Array:
-  undefined = 1.0 if empty == "one" else jnp.nan
+def _check_policy(empty: str) -> str:
+  return empty_policy(empty)
+
+
+_UNDEFINED_VALUE = {"nan": float("nan"), "one": 1.0, "zero": 0.0, "nan_if_truth_empty": float("nan")}
+
+
+def _ratio(
+    numerator: jax.Array, denominator: jax.Array, empty: str, truth_size: jax.Array | None = None
+) -> jax.Array:
+  """``numerator / denominator``; ``empty``'s value where the denominator is 0 (module doc).
+
+  ``truth_size``: per-entry size of the truth, needed by ``"nan_if_truth_empty"`` (NaN where it
+  is 0, whatever the prediction).
+  """
+  empty = empty_policy(empty)
   safe = jnp.where(denominator > 0, denominator, 1.0)
-  return jnp.where(denominator > 0, numerator / safe, undefined)
+  out = jnp.where(denominator > 0, numerator / safe, _UNDEFINED_VALUE[empty])
+  if empty == "nan_if_truth_empty":
+    if truth_size is None:
+      raise ValueError("empty='nan_if_truth_empty' needs the truth size")
+    out = jnp.where(truth_size > 0, out, jnp.nan)
+  return out
+
+
+def _as_float_cm(cm: ArrayLike) -> jax.Array:
+  """Confusion matrices as float32 (bfloat16 / float16 / integer input is upcast first)."""
+  return jnp.asarray(cm).astype(jnp.float32)
 
 
 def dice_from_confusion(cm: ArrayLike, *, empty: str = "nan") -> jax.Array:
-  """Per-class Dice ``2 TP / (2 TP + FP + FN)`` of confusion matrices ``(..., C, C)`` -> ``(..., C)``."""
-  _check_policy(empty)
-  cm = jnp.asarray(cm, dtype=jnp.float32)
+  """Per-class Dice ``2 TP / (2 TP + FP + FN)`` of confusion matrices ``(..., C, C)`` -> ``(..., C)``.
+
+  ``empty``: value of an undefined Dice, see the module docstring table (``"nan"``, ``"one"``,
+  ``"zero"``, ``"nan_if_truth_empty"`` or a library alias). Computed in float32 whatever the
+  input dtype (bfloat16 soft counts included).
+  """
+  empty = _check_policy(empty)
+  cm = _as_float_cm(cm)
   tp = jnp.diagonal(cm, axis1=-2, axis2=-1)
-  return _ratio(2.0 * tp, cm.sum(-1) + cm.sum(-2), empty)
+  truth_size = cm.sum(-1)
+  return _ratio(2.0 * tp, truth_size + cm.sum(-2), empty, truth_size)
 
 
 def precision_from_confusion(cm: ArrayLike, *, empty: str = "nan") -> jax.Array:
   """Per-class precision ``TP / (TP + FP)``; undefined when nothing is predicted as the class."""
-  _check_policy(empty)
-  cm = jnp.asarray(cm, dtype=jnp.float32)
-  return _ratio(jnp.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-2), empty)
+  empty = _check_policy(empty)
+  cm = _as_float_cm(cm)
+  return _ratio(jnp.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-2), empty, cm.sum(-1))
 
 
 def recall_from_confusion(cm: ArrayLike, *, empty: str = "nan") -> jax.Array:
   """Per-class recall (sensitivity) ``TP / (TP + FN)``; undefined when the class is absent."""
-  _check_policy(empty)
-  cm = jnp.asarray(cm, dtype=jnp.float32)
-  return _ratio(jnp.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1), empty)
+  empty = _check_policy(empty)
+  cm = _as_float_cm(cm)
+  return _ratio(jnp.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1), empty, cm.sum(-1))
 
 
 def dice_per_class(
@@ -169,7 +245,8 @@ class SliceDice(NamedTuple):
     value: ``(...)`` float32 case Dice, the mean of ``slice_dice`` over the counted slices; NaN
       when no slice is counted or a counted slice is undefined.
     slice_dice: ``(..., z)`` float32 Dice of every slice, whether counted or not: 0 where exactly
-      one mask is empty, NaN (``empty="nan"``) or 1 (``empty="one"``) where both are.
+      one mask is empty, the ``empty`` policy's value where both are (and NaN wherever the truth
+      is empty with ``"nan_if_truth_empty"``).
     counted: ``(..., z)`` bool, True for the slices that entered ``value``.
   """
 
@@ -189,7 +266,7 @@ class SliceDice(NamedTuple):
 
   @property
   def n_undefined_slices(self) -> jax.Array:
-    """``(...)`` counted slices whose Dice is NaN (both masks empty, ``empty="nan"``)."""
+    """``(...)`` counted slices whose Dice is NaN (undefined under the ``empty`` policy)."""
     return jnp.sum(self.counted & jnp.isnan(self.slice_dice), axis=-1)
 
 
@@ -217,8 +294,8 @@ def per_slice_dice(
   counted slices,
 
   .. math::
-     \mathrm{DSC}_k = rac{2 |P_k \cap G_k|}{|P_k| + |G_k|}, \qquad
-     \mathrm{DSC}_{\mathrm{case}} = rac{1}{|K|} \sum_{k \in K} \mathrm{DSC}_k .
+     \mathrm{DSC}_k = \frac{2 |P_k \cap G_k|}{|P_k| + |G_k|}, \qquad
+     \mathrm{DSC}_{\mathrm{case}} = \frac{1}{|K|} \sum_{k \in K} \mathrm{DSC}_k .
 
   Reference: REFERENCE section 4 ("Dice too is per slice: a case's Dice is the mean of its
   slices' Dice, not the Dice of its pooled voxels"; the original "skipped slices where
@@ -229,8 +306,9 @@ def per_slice_dice(
   of the pooled voxels (:func:`dice_per_class`), which weighs large slices more.
 
   A slice where exactly one mask is empty has Dice 0 (a missed or spurious slice); one where
-  both are empty is undefined: NaN (``empty="nan"``) or 1 (``empty="one"``), the REFERENCE
-  "Conventions" rule. ``skip_empty_slices`` chooses :math:`K`:
+  both are empty is undefined: NaN (``empty="nan"``), 1 (``"one"``) or 0 (``"zero"``), the
+  REFERENCE "Conventions" rule; ``"nan_if_truth_empty"`` (MONAI ``ignore_empty=True``) makes
+  every slice with an empty truth NaN, spurious slices included (module docstring table). ``skip_empty_slices`` chooses :math:`K`:
 
   - ``"both"`` (default): slices where both masks are empty are skipped (nothing to measure);
     missed and spurious slices count as 0.
@@ -249,7 +327,7 @@ def per_slice_dice(
     skip_empty_slices: ``"both"``, ``"either"`` (or True) or ``"none"`` (or False), see above;
       the same modes as :func:`jaxseg.metrics.surface.hd95_per_case` with ``per_slice=True``, so
       ``"either"`` counts the very slices that its HD95 averages over.
-    empty: ``"nan"`` or ``"one"``, the Dice of a slice where both masks are empty.
+    empty: the empty-mask policy of each slice's Dice (module docstring table).
 
   Returns:
     A :class:`SliceDice` with the case values ``(...)``, the per-slice Dice ``(..., z)`` and the
@@ -259,7 +337,7 @@ def per_slice_dice(
     ValueError: shapes differ, fewer than 3 axes, a concrete mask holds values other than 0/1, or
       an unknown policy.
   """
-  _check_policy(empty)
+  empty = _check_policy(empty)
   mode = _skip_mode(skip_empty_slices)
   p = _binary_mask(prediction, "prediction")
   t = _binary_mask(truth, "truth")
@@ -271,7 +349,7 @@ def per_slice_dice(
   size_p = jnp.sum(p, axis=(-3, -2))
   size_t = jnp.sum(t, axis=(-3, -2))
   denominator = (size_p + size_t).astype(jnp.float32)
-  slice_dice = _ratio(2.0 * intersection.astype(jnp.float32), denominator, empty)
+  slice_dice = _ratio(2.0 * intersection.astype(jnp.float32), denominator, empty, size_t)
   if mode == "none":
     counted = jnp.ones(slice_dice.shape, dtype=bool)
   elif mode == "both":

@@ -276,3 +276,27 @@ class AdaptiveFocalTest(chex.TestCase):
       annotation.adaptive_focal_loss(logits, expert, hard, dis[:1])
     with self.assertRaisesRegex(ValueError, "min_gamma"):
       annotation.adaptive_focal_loss(logits, expert, hard, dis, min_gamma=0)
+
+
+def _assert_bf16_like_float32(test, fn, *args):
+  """``fn(bf16, *args)`` is float32 and equals ``fn(float32 copy, *args)``."""
+  low = jnp.asarray(args[0], jnp.bfloat16)
+  got = jax.jit(lambda x: fn(x, *args[1:]))(low)
+  test.assertEqual(got.dtype, jnp.float32)
+  np.testing.assert_allclose(
+      got, fn(low.astype(jnp.float32), *args[1:]), rtol=1e-6, atol=1e-7)
+  grad = jax.grad(lambda x: jnp.sum(fn(x, *args[1:])))(low)
+  test.assertEqual(grad.dtype, jnp.bfloat16)
+
+
+class Bfloat16Test(chex.TestCase):
+
+  def test_bf16_logits_compute_in_float32(self):
+    logits, expert, non_expert = _masks(seed=50)
+    hard = annotation.hard_region_mask(expert, non_expert, kernel_size=2)
+    disagreement = np.abs(expert - non_expert)
+    _assert_bf16_like_float32(
+        self, annotation.ag_bce_loss, logits, expert, hard)
+    _assert_bf16_like_float32(
+        self, annotation.adaptive_focal_loss, logits, expert, hard,
+        disagreement)

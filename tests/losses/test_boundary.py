@@ -163,3 +163,28 @@ class KervadecScheduleTest(parameterized.TestCase):
   def test_errors(self):
     with self.assertRaisesRegex(ValueError, "epoch"):
       boundary.kervadec_schedule(-1)
+
+
+def _assert_bf16_like_float32(test, fn, *args):
+  """``fn(bf16, *args)`` is float32 and equals ``fn(float32 copy, *args)``."""
+  low = jnp.asarray(args[0], jnp.bfloat16)
+  got = jax.jit(lambda x: fn(x, *args[1:]))(low)
+  test.assertEqual(got.dtype, jnp.float32)
+  np.testing.assert_allclose(
+      got, fn(low.astype(jnp.float32), *args[1:]), rtol=1e-6, atol=1e-7)
+  grad = jax.grad(lambda x: jnp.sum(fn(x, *args[1:])))(low)
+  test.assertEqual(grad.dtype, jnp.bfloat16)
+
+
+class Bfloat16Test(chex.TestCase):
+
+  def test_bf16_logits_compute_in_float32(self):
+    logits, labels, maps = _case(seed=50)
+    fg_maps = maps  # Foreground classes only.
+    _assert_bf16_like_float32(self, boundary.boundary_loss, logits, fg_maps)
+    _assert_bf16_like_float32(
+        self, lambda x, y, m: boundary.dice_boundary_loss(
+            x, y, m, w_region=1.0, w_boundary=0.5), logits, labels, fg_maps)
+    # bf16 distance maps are computed in float32 too.
+    got = boundary.boundary_loss(logits, jnp.asarray(fg_maps, jnp.bfloat16))
+    self.assertEqual(got.dtype, jnp.float32)

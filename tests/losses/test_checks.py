@@ -146,7 +146,8 @@ class CheckBinaryMaskTest(chex.TestCase):
 
   def test_float_bool_and_traced_pass(self):
     _checks.check_binary_mask(np.array([0.0, 0.3, 1.0]))  # Soft targets.
-    _checks.check_binary_mask(np.array([2.0]))  # Floats are not checked.
+    with self.assertRaisesRegex(ValueError, r"\[0, 1\]; got 2 "):  # Soft, but not in [0, 1].
+      _checks.check_binary_mask(np.array([2.0]))
     _checks.check_binary_mask(np.array([True, False]))
     _checks.check_binary_mask(np.array([0, 1], np.uint8))
     jax.jit(lambda y: (_checks.check_binary_mask(y), y)[1])(MASK)
@@ -199,7 +200,7 @@ class LossesCheckLabelsTest(chex.TestCase):
   def test_binary_jitted_uses_values_as_given(self, name):
     fn = BINARY_LOSSES[name]
     got = np.asarray(jax.jit(fn)(LOGITS1, MASK))
-    as_float = np.asarray(fn(LOGITS1, MASK.astype(np.float32)))
+    as_float = np.asarray(jax.jit(fn)(LOGITS1, MASK.astype(np.float32)))
     np.testing.assert_allclose(got, as_float, rtol=1e-6, equal_nan=True)
     clean = np.asarray(fn(LOGITS1, np.minimum(MASK, 1)))
     np.testing.assert_allclose(got[0], clean[0], rtol=1e-6)

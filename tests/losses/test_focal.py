@@ -356,3 +356,28 @@ class SoftmaxFocalManyClassesTest(chex.TestCase):
     for fn in (f, jax.grad(f)):
       sizes = _intermediate_sizes(jax.make_jaxpr(fn)(x))
       self.assertLessEqual(max(sizes), x.size)
+
+
+def _assert_bf16_like_float32(test, fn, *args):
+  """``fn(bf16, *args)`` is float32 and equals ``fn(float32 copy, *args)``."""
+  low = jnp.asarray(args[0], jnp.bfloat16)
+  got = jax.jit(lambda x: fn(x, *args[1:]))(low)
+  test.assertEqual(got.dtype, jnp.float32)
+  np.testing.assert_allclose(
+      got, fn(low.astype(jnp.float32), *args[1:]), rtol=1e-6, atol=1e-7)
+  grad = jax.grad(lambda x: jnp.sum(fn(x, *args[1:])))(low)
+  test.assertEqual(grad.dtype, jnp.bfloat16)
+
+
+class Bfloat16Test(chex.TestCase):
+
+  def test_bf16_logits_compute_in_float32(self):
+    rng = np.random.default_rng(50)
+    logits = (2 * rng.normal(size=(2, 4, 3, 3))).astype(np.float32)
+    labels = rng.integers(0, 3, size=(2, 4, 3))
+    _assert_bf16_like_float32(
+        self, lambda x, y: focal.softmax_focal_loss(
+            x, y, alpha=[0.2, 0.3, 0.5]), logits, labels)
+    mask = (labels > 0).astype(np.float32)[..., None]
+    _assert_bf16_like_float32(
+        self, focal.sigmoid_focal_loss, logits[..., :1], mask)

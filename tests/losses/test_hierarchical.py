@@ -129,5 +129,33 @@ class ExpectedCostTest(chex.TestCase):
     self.assertLess(float(grad[0, 0, 1]), float(grad[0, 0, 2]))
 
 
+def _assert_bf16_like_float32(test, fn, *args):
+  """``fn(bf16, *args)`` is float32 and equals ``fn(float32 copy, *args)``."""
+  low = jnp.asarray(args[0], jnp.bfloat16)
+  got = jax.jit(lambda x: fn(x, *args[1:]))(low)
+  test.assertEqual(got.dtype, jnp.float32)
+  np.testing.assert_allclose(
+      got, fn(low.astype(jnp.float32), *args[1:]), rtol=1e-6, atol=1e-7)
+  grad = jax.grad(lambda x: jnp.sum(fn(x, *args[1:])))(low)
+  test.assertEqual(grad.dtype, jnp.bfloat16)
+
+
+class Bfloat16Test(chex.TestCase):
+
+  def test_bf16_logits_compute_in_float32(self):
+    rng = np.random.default_rng(50)
+    logits = (2 * rng.normal(size=(2, 4, 3, 9))).astype(np.float32)
+    labels = rng.integers(0, 9, size=(2, 4, 3))
+    _assert_bf16_like_float32(
+        self, lambda x, y: hierarchical.hierarchical_cross_entropy(
+            x, y, penalty=D, alpha=0.5), logits, labels)
+    _assert_bf16_like_float32(
+        self, lambda x, y: hierarchical.expected_cost(x, y, cost=D),
+        logits, labels)
+    _assert_bf16_like_float32(
+        self, lambda x, y: hierarchical.expected_cost_cross_entropy(
+            x, y, cost=D, lam=2.0), logits, labels)
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -235,3 +235,35 @@ class KlElboTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "share one shape"):
       supervision.kl_diagonal_gaussians(jnp.ones((2, 3)), jnp.ones((2, 3)),
                                         jnp.ones((2, 3)), jnp.ones((2, 2)))
+
+
+def _assert_bf16_like_float32(test, fn, *args):
+  """``fn(bf16, *args)`` is float32 and equals ``fn(float32 copy, *args)``."""
+  low = jnp.asarray(args[0], jnp.bfloat16)
+  got = jax.jit(lambda x: fn(x, *args[1:]))(low)
+  test.assertEqual(got.dtype, jnp.float32)
+  np.testing.assert_allclose(
+      got, fn(low.astype(jnp.float32), *args[1:]), rtol=1e-6, atol=1e-7)
+  grad = jax.grad(lambda x: jnp.sum(fn(x, *args[1:])))(low)
+  test.assertEqual(grad.dtype, jnp.bfloat16)
+
+
+class Bfloat16Test(chex.TestCase):
+
+  def test_bf16_inputs_compute_in_float32(self):
+    rng = np.random.default_rng(50)
+    args = [rng.normal(size=(2, 3, 4)).astype(np.float32) for _ in range(4)]
+    _assert_bf16_like_float32(self, supervision.kl_diagonal_gaussians, *args)
+    # Every argument, not only the first, is promoted.
+    low = [jnp.asarray(a, jnp.bfloat16) for a in args]
+    self.assertEqual(supervision.kl_diagonal_gaussians(*low).dtype,
+                     jnp.float32)
+    seg, kl = (jnp.asarray([0.5, 1.0], jnp.bfloat16),
+               jnp.asarray([0.1, 0.2], jnp.bfloat16))
+    self.assertEqual(supervision.elbo_loss(seg, kl).dtype, jnp.float32)
+    logits = rng.normal(size=(2, 4, 4, 1)).astype(np.float32)
+    mask = (rng.random((2, 4, 4)) < 0.5).astype(np.int32)
+    _assert_bf16_like_float32(
+        self, lambda x, y: supervision.deep_supervision_loss(
+            [x, x[:, ::2, ::2]], y, functools.partial(
+                region.soft_dice_loss, activation="sigmoid")), logits, mask)

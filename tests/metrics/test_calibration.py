@@ -224,5 +224,22 @@ class PooledDiagramTest(chex.TestCase):
       calibration.ece_from_diagram(dict(diagram, counts=np.array([0, 0])))
 
 
+class Bfloat16Test(absltest.TestCase):
+  """bf16 probabilities (a mixed-precision model's output) are read in float64."""
+
+  def test_bf16_probabilities(self):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.99, (4, 50)).astype(np.float32)
+    y = rng.integers(0, 2, (4, 50))
+    low = jnp.asarray(p, jnp.bfloat16)
+    as_read = np.asarray(low.astype(jnp.float32), np.float64)  # the bf16 values themselves
+    for fn in (calibration.binary_negative_log_likelihood,
+               calibration.binary_expected_calibration_error):
+      got = fn(low, y)
+      self.assertIsInstance(got, float)
+      self.assertAlmostEqual(got, fn(as_read, y), places=12)
+
+
 if __name__ == "__main__":
   absltest.main()

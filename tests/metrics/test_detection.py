@@ -6,6 +6,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import numpy as np
+import pytest
 
 from jaxseg.metrics import detection
 from jaxseg.metrics import stats
@@ -493,6 +494,31 @@ class FrocBandTest(chex.TestCase):
     results = [detection.LesionMatches([(False, 0.5)], 0)] * 3
     low, high = detection.froc_bootstrap_band(results, [0.5, 1.0], num_resamples=10)
     self.assertTrue(np.isnan(low).all() and np.isnan(high).all())
+
+
+
+class LowPrecisionMapsTest(chex.TestCase):
+  """Probability maps in float16 / bfloat16 must be evaluated in float64 on the host."""
+
+  def _map(self):
+    p = np.zeros((10, 10, 5), np.float32)
+    _cube(p.shape, (2, 2, 1), (3, 3, 3), 0.75, out=p)
+    return p
+
+  def test_float16_map_is_upcast(self):
+    p = self._map()
+    cmap, conf = detection.extract_lesion_candidates(p.astype(np.float16))
+    ref_map, ref_conf = detection.extract_lesion_candidates(p)
+    np.testing.assert_array_equal(cmap, ref_map)
+    self.assertEqual(conf.dtype, np.float64)
+    np.testing.assert_allclose(conf, ref_conf)
+
+  def test_bfloat16_map_is_upcast(self):
+    jnp = pytest.importorskip("jax.numpy")
+    p = self._map()
+    cmap, conf = detection.extract_lesion_candidates(jnp.asarray(p, jnp.bfloat16))
+    np.testing.assert_array_equal(cmap, detection.extract_lesion_candidates(p)[0])
+    self.assertEqual(conf.dtype, np.float64)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Tests of confusion-matrix based overlap metrics."""
 
 from absl.testing import absltest
+from absl.testing import parameterized
 import chex
 import jax.numpy as jnp
 import numpy as np
@@ -54,8 +55,9 @@ class OverlapTest(chex.TestCase):
     self.assertTrue(np.isnan(dice[4]))
     dice_one = overlap.dice_per_class(pred, truth, num_classes=5, empty="one")
     self.assertEqual(float(dice_one[4]), 1.0)
+    self.assertEqual(float(overlap.dice_per_class(pred, truth, num_classes=5, empty="zero")[4]), 0.0)
     with self.assertRaisesRegex(ValueError, "empty"):
-      overlap.dice_per_class(pred, truth, num_classes=5, empty="zero")
+      overlap.dice_per_class(pred, truth, num_classes=5, empty="bogus")
 
   def test_precision_recall(self):
     cm = np.array([[5, 1], [2, 4]])
@@ -96,7 +98,6 @@ class OverlapTest(chex.TestCase):
       overlap.confusion_matrix(np.zeros((2, 3)), np.zeros((2, 3)), num_classes=2, axis=0)
     with self.assertRaisesRegex(ValueError, "penalty"):
       overlap.hierarchical_confusion_matrix(jnp.zeros((3, 3)), PAPER_PENALTY_MATRIX)
-
 
 
 class SoftConfusionTest(chex.TestCase):
@@ -271,7 +272,147 @@ class PerSliceDiceTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "skip_empty_slices"):
       overlap.per_slice_dice(m, m, skip_empty_slices="some")
     with self.assertRaisesRegex(ValueError, "empty"):
-      overlap.per_slice_dice(m, m, empty="zero")
+      overlap.per_slice_dice(m, m, empty="bogus")
+
+
+# ---------------------------------------------------------------------------------------------
+# Empty-mask policies: every policy (and library alias) on hand cases.
+
+# Binary cases (truth, prediction) as confusion matrices of class 1: cm[true, pred].
+_CASES = {
+    "normal": np.array([[4, 1], [2, 3]]),        # TP 3, FP 1, FN 2: Dice 6/9, P 3/4, R 3/5
+    "both_empty": np.array([[10, 0], [0, 0]]),
+    "truth_empty": np.array([[8, 2], [0, 0]]),   # spurious prediction: FP 2
+    "pred_empty": np.array([[7, 0], [3, 0]]),    # missed: FN 3
+}
+_NAN = float("nan")
+# policy -> case -> (dice, precision, recall) of class 1, by hand from the module table.
+_EXPECTED = {
+    "nan": {"normal": (6 / 9, 3 / 4, 3 / 5), "both_empty": (_NAN, _NAN, _NAN),
+            "truth_empty": (0.0, 0.0, _NAN), "pred_empty": (0.0, _NAN, 0.0)},
+    "one": {"normal": (6 / 9, 3 / 4, 3 / 5), "both_empty": (1.0, 1.0, 1.0),
+            "truth_empty": (0.0, 0.0, 1.0), "pred_empty": (0.0, 1.0, 0.0)},
+    "zero": {"normal": (6 / 9, 3 / 4, 3 / 5), "both_empty": (0.0, 0.0, 0.0),
+             "truth_empty": (0.0, 0.0, 0.0), "pred_empty": (0.0, 0.0, 0.0)},
+    "nan_if_truth_empty": {"normal": (6 / 9, 3 / 4, 3 / 5), "both_empty": (_NAN, _NAN, _NAN),
+                           "truth_empty": (_NAN, _NAN, _NAN), "pred_empty": (0.0, _NAN, 0.0)},
+}
+_ALIASES = {"jaxseg": "nan", "nnunet": "nan", "surface_distance": "nan",
+            "monai": "nan_if_truth_empty", "monai_ignore_empty": "nan_if_truth_empty",
+            "monai_keep_empty": "one"}
+
+
+class EmptyPolicyTest(chex.TestCase, parameterized.TestCase):
+
+  @parameterized.product(policy=tuple(_EXPECTED), case=tuple(_CASES))
+  def test_every_policy_on_every_case(self, policy, case):
+    cm = _CASES[case]
+    got = [float(f(cm, empty=policy)[1]) for f in (
+        overlap.dice_from_confusion, overlap.precision_from_confusion,
+        overlap.recall_from_confusion)]
+    np.testing.assert_allclose(got, _EXPECTED[policy][case], rtol=1e-6)
+
+  @parameterized.parameters(*_ALIASES.items())
+  def test_library_aliases(self, alias, policy):
+    self.assertEqual(overlap.empty_policy(alias), policy)
+    self.assertEqual(overlap.LIBRARY_EMPTY_POLICIES[alias], policy)
+    for cm in _CASES.values():
+      np.testing.assert_array_equal(overlap.dice_from_confusion(cm, empty=alias),
+                                    overlap.dice_from_confusion(cm, empty=policy))
+
+  def test_unknown_policy(self):
+    for bad in ("bogus", None, 1, "NaN"):
+      with self.assertRaisesRegex(ValueError, "empty"):
+        overlap.dice_from_confusion(_CASES["normal"], empty=bad)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_policies_under_jit_on_stacked_cases(self):
+    cms = np.stack(list(_CASES.values()))
+    for policy, expected in _EXPECTED.items():
+      got = self.variant(lambda c, p=policy: overlap.dice_from_confusion(c, empty=p))(cms)
+      np.testing.assert_allclose(got[:, 1], [expected[c][0] for c in _CASES], rtol=1e-6)
+
+  def test_monai_dice_by_hand(self):
+    # MONAI DiceMetric(ignore_empty=True): NaN whenever the truth is empty; ignore_empty=False:
+    # 1 if both are empty, else 0 when the truth is empty (monai/metrics/meandice.py).
+    both, spurious = _CASES["both_empty"], _CASES["truth_empty"]
+    self.assertTrue(np.isnan(overlap.dice_from_confusion(both, empty="monai")[1]))
+    self.assertTrue(np.isnan(overlap.dice_from_confusion(spurious, empty="monai")[1]))
+    self.assertEqual(float(overlap.dice_from_confusion(both, empty="monai_keep_empty")[1]), 1.0)
+    self.assertEqual(float(overlap.dice_from_confusion(spurious, empty="monai_keep_empty")[1]), 0.)
+
+  def test_nnunet_mean_is_nanmean_with_count(self):
+    # nnU-Net: Dice NaN when tp + fp + fn == 0, class mean over cases = np.nanmean.
+    cms = np.stack([_CASES["normal"], _CASES["both_empty"], _CASES["pred_empty"]])
+    dice = np.asarray(overlap.dice_from_confusion(cms, empty="nnunet"))[:, 1]
+    mean, undefined = overlap.nan_mean_with_count(dice)
+    np.testing.assert_allclose(mean, np.nanmean(dice), rtol=1e-7)
+    np.testing.assert_allclose(mean, (6 / 9 + 0.0) / 2, rtol=1e-6)
+    self.assertEqual(int(undefined), 1)
+
+  def test_region_dice_takes_the_policies(self):
+    cm = np.zeros((3, 3), np.int32)
+    cm[0, 0] = 5
+    cm[0, 2] = 1  # class 2 predicted, absent from the truth
+    for policy, expected in (("nan", 0.0), ("zero", 0.0), ("one", 0.0),
+                             ("nan_if_truth_empty", _NAN)):
+      np.testing.assert_allclose(overlap.region_dice(cm, (1, 2), empty=policy), expected)
+    np.testing.assert_allclose(overlap.region_dice(cm, (1,), empty="one"), 1.0)
+    np.testing.assert_allclose(overlap.region_dice(cm, (1,), empty="zero"), 0.0)
+
+  def test_per_slice_dice_policies(self):
+    # Slices: normal, both empty, truth empty (spurious), prediction empty (missed).
+    p = np.zeros((3, 3, 4), bool)
+    t = np.zeros((3, 3, 4), bool)
+    p[0, :2, 0], t[0, :, 0] = True, True          # Dice 2*2/(2+3) = 0.8
+    p[1, 1, 2] = True                              # spurious
+    t[2, 2, 3] = True                              # missed
+    expected = {"nan": [0.8, _NAN, 0.0, 0.0], "one": [0.8, 1.0, 0.0, 0.0],
+                "zero": [0.8, 0.0, 0.0, 0.0], "nan_if_truth_empty": [0.8, _NAN, _NAN, 0.0]}
+    for policy, slices in expected.items():
+      r = overlap.per_slice_dice(p, t, skip_empty_slices="none", empty=policy)
+      np.testing.assert_allclose(r.slice_dice, slices, rtol=1e-6)
+      r_both = overlap.per_slice_dice(p, t, skip_empty_slices="both", empty=policy)
+      counted = np.array(slices)[[0, 2, 3]]
+      np.testing.assert_allclose(r_both.value, np.mean(counted), rtol=1e-6)
+      self.assertEqual(int(r_both.n_undefined_slices), int(np.isnan(counted).sum()))
+
+
+class LowPrecisionInputTest(chex.TestCase):
+  """bfloat16 / float16 inputs are computed in float32."""
+
+  def test_soft_confusion_and_dice_from_bf16_probabilities(self):
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(6, 5, 3)).astype(np.float32)
+    probs32 = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    truth = rng.integers(0, 3, size=(6, 5))
+    probs16 = jnp.asarray(probs32, dtype=jnp.bfloat16)
+    cm = overlap.soft_confusion_matrix(probs16, truth)
+    self.assertEqual(cm.dtype, jnp.float32)
+    ref = overlap.soft_confusion_matrix(np.asarray(probs16.astype(jnp.float32)), truth)
+    np.testing.assert_allclose(cm, ref, rtol=1e-6)
+    dice = overlap.dice_from_confusion(cm)
+    self.assertEqual(dice.dtype, jnp.float32)
+
+  def test_ratios_of_bf16_confusion_matrices(self):
+    # 300 is exact in bfloat16 but 300 + 1 is not: a bf16 sum would round 2 TP + FP + FN.
+    cm = np.array([[100.0, 1.0], [1.0, 300.0]])
+    for f in (overlap.dice_from_confusion, overlap.precision_from_confusion,
+              overlap.recall_from_confusion):
+      got = f(jnp.asarray(cm, jnp.bfloat16))
+      self.assertEqual(got.dtype, jnp.float32)
+      np.testing.assert_allclose(got, f(cm.astype(np.float32)), rtol=1e-7)
+    np.testing.assert_allclose(overlap.dice_from_confusion(jnp.asarray(cm, jnp.bfloat16))[1],
+                               600 / 602, rtol=1e-6)
+
+  def test_per_slice_dice_of_bf16_masks(self):
+    rng = np.random.default_rng(4)
+    p = rng.random((6, 6, 3)) < 0.5
+    t = rng.random((6, 6, 3)) < 0.5
+    r16 = overlap.per_slice_dice(jnp.asarray(p, jnp.bfloat16), jnp.asarray(t, jnp.bfloat16))
+    r = overlap.per_slice_dice(p, t)
+    self.assertEqual(r16.value.dtype, jnp.float32)
+    np.testing.assert_allclose(r16.slice_dice, r.slice_dice, rtol=1e-7)
 
 
 if __name__ == "__main__":

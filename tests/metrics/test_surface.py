@@ -808,3 +808,324 @@ def test_other_validation():
     surface.hd95_per_case(m3, m3, spacing=(1, 1, 1), per_slice=True, connectivity=3)
   with pytest.raises(ValueError, match="percentile"):
     surface.hd95_per_case(m3, m3, spacing=(1, 1, 1), percentile=float("nan"))
+
+
+# ---------------------------------------------------------------------------------------------
+# surface= definitions: "monai" (face-connected voxels), "surface_distance" (corner-grid surfels).
+
+
+def _ref_corner_surfels(mask):
+  """Corner-grid surfels by explicit loops: corner i (per axis) sits between voxels i-1 and i.
+
+  Returns the (n, ndim) corner indices and their neighbourhood codes, neighbour offset o in
+  {0,1}^ndim having bit 2^(2^ndim - 1 - index(o)) (surface-distance's encoding kernel).
+  """
+  mask = np.asarray(mask, bool)
+  ndim = mask.ndim
+  offsets = list(itertools.product((0, 1), repeat=ndim))
+  pts, codes = [], []
+  for corner in itertools.product(*(range(n + 1) for n in mask.shape)):
+    code = 0
+    for index, o in enumerate(offsets):
+      v = tuple(c - 1 + d for c, d in zip(corner, o))
+      if all(0 <= x < n for x, n in zip(v, mask.shape)) and mask[v]:
+        code |= 1 << (2 ** ndim - 1 - index)
+    if code not in (0, 2 ** 2 ** ndim - 1):
+      pts.append(corner)
+      codes.append(code)
+  return np.array(pts, np.float64).reshape(-1, ndim), np.array(codes, np.int64)
+
+
+def _ref_weighted_directed(a, b, spacing):
+  sp = np.asarray(spacing, np.float64)
+  table = surface._surfel_measure_table(tuple(float(s) for s in sp))
+  pa, ca = _ref_corner_surfels(a)
+  pb, cb = _ref_corner_surfels(b)
+  d = np.sqrt((((pa[:, None, :] - pb[None, :, :]) * sp) ** 2).sum(-1))
+  return d.min(axis=1), d.min(axis=0), table[ca], table[cb]
+
+
+def _ref_robust_percentile(d, w, q):
+  """surface-distance's compute_robust_hausdorff for one direction, written out."""
+  pairs = sorted(zip(d, w))
+  total = sum(p[1] for p in pairs)
+  acc = 0.0
+  for k, (dist, area) in enumerate(pairs):
+    acc += area
+    if acc / total >= q / 100.0:
+      return dist
+  return pairs[-1][0]
+
+
+def _box_area(shape, s):
+  """Marching-cubes area of a solid box of ``shape`` voxels: faces, edges and 8 vertex cuts."""
+  a, b, c = shape
+  s0, s1, s2 = s
+  faces = 2 * ((b - 1) * (c - 1) * s1 * s2 + (a - 1) * (c - 1) * s0 * s2
+               + (a - 1) * (b - 1) * s0 * s1)
+  edges = 4 * 0.5 * ((c - 1) * s2 * math.hypot(s0, s1) + (b - 1) * s1 * math.hypot(s0, s2)
+                     + (a - 1) * s0 * math.hypot(s1, s2))
+  vertices = math.sqrt((s1 * s2) ** 2 + (s0 * s2) ** 2 + (s0 * s1) ** 2)
+  return faces + edges + vertices
+
+
+@pytest.mark.parametrize("shape,spacing", [((1, 1, 1), (1, 1, 1)), ((1, 1, 1), (0.5, 0.8, 3.0)),
+                                           ((3, 4, 2), (0.5, 0.8, 3.0)), ((5, 1, 2), (2, 1, 0.3))])
+def test_surfel_area_of_boxes_by_hand(shape, spacing):
+  m = np.zeros(tuple(n + 3 for n in shape), bool)
+  m[tuple(slice(1, 1 + n) for n in shape)] = True
+  _, w = surface.surface_points(m, spacing=spacing, surface="surface_distance")
+  np.testing.assert_allclose(w.sum(), _box_area(shape, spacing), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape,spacing", [((1, 1), (1, 1)), ((1, 1), (0.5, 2.0)),
+                                           ((3, 5), (0.7, 2.5)), ((4, 1), (3.0, 0.4))])
+def test_contour_length_of_rectangles_by_hand(shape, spacing):
+  # Octagon through the edge midpoints: straight sides plus four half diagonals.
+  h, w = shape
+  s0, s1 = spacing
+  m = np.zeros((h + 2, w + 3), bool)
+  m[1:1 + h, 2:2 + w] = True
+  expected = 2 * (h - 1) * s0 + 2 * (w - 1) * s1 + 2 * math.hypot(s0, s1)
+  pts, weights = surface.surface_points(m, spacing=spacing, surface="surface_distance")
+  np.testing.assert_allclose(weights.sum(), expected, rtol=1e-12)
+  assert pts.shape == (2 * (h + 1) + 2 * (w + 1) - 4, 2)
+  np.testing.assert_array_equal(pts.min(axis=0), [0.5, 1.5])  # half a voxel off the centres
+
+
+def test_contour_length_table_saddles_and_symmetry():
+  s = (0.7, 2.5)
+  t = surface._contour_length_table(s)
+  half_diag = 0.5 * math.hypot(*s)
+  assert t[0] == t[15] == 0
+  np.testing.assert_allclose(t[[0b0110, 0b1001]], 2 * half_diag)
+  np.testing.assert_allclose(t[[0b0011, 0b1100]], s[1])   # a row inside: cut along axis 1
+  np.testing.assert_allclose(t[[0b0101, 0b1010]], s[0])
+  np.testing.assert_allclose(t, t[::-1])                   # complement: same contour
+
+
+def test_surfel_area_table_properties():
+  t = surface._surfel_measure_table((0.5, 0.8, 3.0))
+  assert t.shape == (256,) and t[0] == t[255] == 0
+  assert np.all(t[1:255] > 0)
+  np.testing.assert_allclose(t, t[::-1], rtol=1e-12)      # complement: same surface
+  iso = surface._surfel_measure_table((1.0, 1.0, 1.0))
+  np.testing.assert_allclose(iso[0b00001111], 1.0)       # a face of the cell inside: unit square
+  np.testing.assert_allclose(iso[1], math.sqrt(3) / 8)    # a corner cut: triangle of half-edges
+  np.testing.assert_allclose(surface._surfel_measure_table((2.0, 2.0, 2.0)), 4 * iso)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_surface_distance_definition_matches_brute_force(ndim):
+  rng = np.random.default_rng(40 + ndim)
+  shape = (7, 6) if ndim == 2 else (6, 5, 4)
+  spacings = [(0.7, 2.3), (1.0, 1.0)] if ndim == 2 else [(0.6, 0.9, 2.7), (1.0, 1.0, 1.0)]
+  for trial in range(6):
+    a, b = _random_mask(rng, shape), _random_mask(rng, shape)
+    for sp in spacings:
+      d_ab, d_ba, w_a, w_b = _ref_weighted_directed(a, b, sp)
+      got = surface.surface_distances(a, b, spacing=sp, surface="surface_distance",
+                                      return_weights=True)
+      for x, y in zip(got, (d_ab, d_ba, w_a, w_b)):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+      for q in (50, 95, 100):
+        ref = max(_ref_robust_percentile(d_ab, w_a, q), _ref_robust_percentile(d_ba, w_b, q))
+        np.testing.assert_allclose(surface.hausdorff_distance(
+            a, b, spacing=sp, percentile=q, surface="surface_distance"), ref, rtol=1e-12)
+      pooled = (np.dot(w_a, d_ab) + np.dot(w_b, d_ba)) / (w_a.sum() + w_b.sum())
+      directed = 0.5 * (np.dot(w_a, d_ab) / w_a.sum() + np.dot(w_b, d_ba) / w_b.sum())
+      np.testing.assert_allclose(surface.average_surface_distance(
+          a, b, spacing=sp, surface="surface_distance"), pooled, rtol=1e-12)
+      np.testing.assert_allclose(surface.average_surface_distance(
+          a, b, spacing=sp, surface="surface_distance", method="mean_directed"), directed,
+          rtol=1e-12)
+      for tau in (0.0, 1.0, 2.0):
+        nsd = (w_a[d_ab <= tau].sum() + w_b[d_ba <= tau].sum()) / (w_a.sum() + w_b.sum())
+        np.testing.assert_allclose(surface.normalized_surface_dice(
+            a, b, spacing=sp, tolerance_mm=tau), nsd, rtol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ["separable", "edt", "kdtree"])
+def test_surfel_distances_with_each_algorithm(algorithm):
+  rng = np.random.default_rng(7)
+  a, b = _random_mask(rng, (9, 8, 7)), _random_mask(rng, (9, 8, 7))
+  sp = np.array([0.6, 0.9, 2.7])
+  ref = _ref_weighted_directed(a, b, sp)
+  got = surface._weighted_distances(a, b, sp, None, algorithm)
+  for x, y in zip(got, ref):
+    np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+
+
+def test_two_single_voxels_on_the_corner_grid():
+  # Voxels 3 apart along axis 0: A's corners at x=+0.5 are 2 steps from B's nearest corners,
+  # those at x=-0.5 are 3 steps (equal weights): HD (any q > 50) = 3 s0, ASD = 2.5 s0; the voxel
+  # centres are 3 s0 apart everywhere.
+  a = np.zeros((6, 3, 3), bool)
+  b = np.zeros((6, 3, 3), bool)
+  a[1, 1, 1] = b[4, 1, 1] = True
+  sp = (0.7, 1.0, 2.0)
+  for q in (95, 100):
+    assert surface.hausdorff_distance(a, b, spacing=sp, percentile=q,
+                                      surface="surface_distance") == pytest.approx(2.1)
+  assert surface.hausdorff_distance(a, b, spacing=sp, percentile=50,
+                                    surface="surface_distance") == pytest.approx(1.4)
+  assert surface.average_surface_distance(a, b, spacing=sp,
+                                          surface="surface_distance") == pytest.approx(1.75)
+  assert surface.average_surface_distance(a, b, spacing=sp) == pytest.approx(2.1)
+  assert surface.normalized_surface_dice(a, b, spacing=sp, tolerance_mm=1.4) == pytest.approx(0.5)
+  assert surface.normalized_surface_dice(a, b, spacing=sp, tolerance_mm=1.39) == 0.0
+  assert surface.normalized_surface_dice(a, b, spacing=sp, tolerance_mm=2.1) == pytest.approx(1.0)
+  assert surface.normalized_surface_dice(a, b, spacing=sp, tolerance_mm=2.0,
+                                         surface="monai") == 0.0
+
+
+def test_definitions_differ_on_anisotropic_pairs():
+  # A sphere-ish blob against a shifted one: the corner grid changes the distances, not just the
+  # weights (the surface.py docstring's correction).
+  z, y, x = np.mgrid[:12, :12, :12]
+  a = (z - 6) ** 2 + (y - 6) ** 2 + (x - 6) ** 2 <= 16
+  b = (z - 6.6) ** 2 + (y - 5.5) ** 2 + (x - 6) ** 2 <= 12
+  sp = (3.0, 0.6, 0.6)
+  values = {s: (surface.hausdorff_distance(a, b, spacing=sp, percentile=90, surface=s),
+                surface.average_surface_distance(a, b, spacing=sp, surface=s))
+            for s in ("jaxseg", "monai", "surface_distance")}
+  np.testing.assert_allclose(values["jaxseg"][0], 3.0)
+  np.testing.assert_allclose(values["surface_distance"][0], math.hypot(0.6, 0.6))
+  assert len(set(round(v[1], 9) for v in values.values())) == 3
+  d_vox = surface.surface_distances(a, b, spacing=sp, connectivity=1)
+  d_sd = surface.surface_distances(a, b, spacing=sp, surface="surface_distance")
+  assert d_vox[0].size != d_sd[0].size
+
+
+def test_monai_surface_is_face_connectivity():
+  rng = np.random.default_rng(11)
+  for ndim, shape in ((2, (9, 8)), (3, (7, 6, 5))):
+    a, b = _random_mask(rng, shape), _random_mask(rng, shape)
+    sp = (0.7, 1.9, 2.5)[:ndim]
+    for f, kw in ((surface.hausdorff_distance, {}), (surface.average_surface_distance, {}),
+                  (surface.normalized_surface_dice, {"tolerance_mm": 1.5})):
+      assert f(a, b, spacing=sp, surface="monai", **kw) == f(
+          a, b, spacing=sp, surface="jaxseg", connectivity=1, **kw)
+      assert f(a, b, spacing=sp, surface="monai", connectivity=1, **kw) == f(
+          a, b, spacing=sp, surface="monai", **kw)
+    pts, w = surface.surface_points(a, spacing=sp, surface="monai")
+    np.testing.assert_array_equal(pts, np.argwhere(_ref_surface(a, 1)))
+    np.testing.assert_array_equal(w, 1.0)
+
+
+def test_unweighted_nsd_by_hand():
+  # Squares 4x4 and 4x4 shifted by one row (spacing 1): face-connected surfaces of 12 voxels
+  # each; the rows that are 1 apart... checked against the brute-force definition.
+  a = _square((8, 8), (1, 1), 4)
+  b = _square((8, 8), (2, 1), 4)
+  d_ab, d_ba = _ref_directed(a, b, (1, 1), 1)
+  for tau in (0, 0.5, 1, 2):
+    expected = (np.sum(d_ab <= tau) + np.sum(d_ba <= tau)) / (d_ab.size + d_ba.size)
+    assert surface.normalized_surface_dice(a, b, spacing=(1, 1), tolerance_mm=tau,
+                                           surface="monai") == pytest.approx(expected)
+  assert surface.normalized_surface_dice(a, b, spacing=(1, 1), tolerance_mm=1,
+                                         surface="monai") == 1.0
+  assert surface.normalized_surface_dice(a, a, spacing=(1, 1), tolerance_mm=0) == 1.0
+
+
+@pytest.mark.parametrize("srf", ["jaxseg", "monai", "surface_distance"])
+def test_empty_masks_for_every_definition(srf):
+  e = np.zeros((5, 6, 4), bool)
+  m = e.copy()
+  m[2, 3, 1] = True
+  sp = (0.5, 0.9, 2.0)
+  for x, y in ((e, e), (e, m), (m, e)):
+    assert math.isnan(surface.hausdorff_distance(x, y, spacing=sp, surface=srf))
+    assert math.isnan(surface.average_surface_distance(x, y, spacing=sp, surface=srf))
+  assert math.isnan(surface.normalized_surface_dice(e, e, spacing=sp, tolerance_mm=1,
+                                                    surface=srf))
+  assert surface.normalized_surface_dice(e, m, spacing=sp, tolerance_mm=1, surface=srf) == 0.0
+  assert surface.normalized_surface_dice(m, e, spacing=sp, tolerance_mm=1e9, surface=srf) == 0.0
+  d_ab, d_ba, w_a, w_b = surface.surface_distances(m, e, spacing=sp, surface=srf,
+                                                   return_weights=True)
+  assert np.all(np.isinf(d_ab)) and d_ba.size == 0 and w_b.size == 0 and w_a.size == d_ab.size
+  # Single voxels, identical: everything 0 / 1.
+  assert surface.hausdorff_distance(m, m, spacing=sp, surface=srf) == 0.0
+  assert surface.normalized_surface_dice(m, m, spacing=sp, tolerance_mm=0, surface=srf) == 1.0
+
+
+def test_full_foreground_and_border_on_the_corner_grid():
+  # A full mask: its surfels are the corners of the image border (outside is background).
+  m = np.ones((3, 4), bool)
+  pts, w = surface.surface_points(m, spacing=(1, 2), surface="surface_distance")
+  assert pts.shape[0] == 2 * 4 + 2 * 5 - 4
+  np.testing.assert_allclose(w.sum(), 2 * 2 * 1 + 2 * 3 * 2 + 2 * math.hypot(1, 2))
+  assert surface.hausdorff_distance(m, m, spacing=(1, 2), surface="surface_distance") == 0.0
+
+
+def test_nsd_per_case_counts_undefined_and_per_slice():
+  rng = np.random.default_rng(5)
+  preds = [_random_mask(rng, (6, 6, 3)) for _ in range(3)] + [np.zeros((6, 6, 3), bool)]
+  truths = [_random_mask(rng, (6, 6, 3)) for _ in range(3)] + [np.zeros((6, 6, 3), bool)]
+  sp = (0.8, 0.8, 3.0)
+  r = surface.normalized_surface_dice_per_case(preds, truths, spacing=sp, tolerance_mm=1.0)
+  assert r.n_cases == 4 and r.n_undefined == 1 and math.isnan(r.values[3])
+  for i in range(3):
+    assert r.values[i] == surface.normalized_surface_dice(preds[i], truths[i], spacing=sp,
+                                                          tolerance_mm=1.0)
+  rs = surface.normalized_surface_dice_per_case(preds[:1], truths[:1], spacing=sp,
+                                                tolerance_mm=1.0, per_slice=True,
+                                                skip_empty_slices="both")
+  per = [surface.normalized_surface_dice(preds[0][..., k], truths[0][..., k], spacing=sp[:2],
+                                         tolerance_mm=1.0) for k in range(3)]
+  per = [v for v, k in zip(per, range(3)) if preds[0][..., k].any() or truths[0][..., k].any()]
+  np.testing.assert_allclose(rs.values[0], np.mean(per))
+  for srf in ("jaxseg", "monai", "surface_distance"):
+    hd = surface.hd95_per_case(preds, truths, spacing=sp, surface=srf)
+    asd = surface.average_surface_distance_per_case(preds, truths, spacing=sp, surface=srf,
+                                                    method="mean_directed")
+    for i in range(3):
+      assert hd.values[i] == surface.hausdorff_distance(preds[i], truths[i], spacing=sp,
+                                                        surface=srf)
+      assert asd.values[i] == surface.average_surface_distance(
+          preds[i], truths[i], spacing=sp, surface=srf, method="mean_directed")
+    assert hd.n_undefined == 1 and asd.n_undefined == 1
+
+
+def test_bf16_and_float16_inputs_are_computed_in_float64():
+  jnp = pytest.importorskip("jax.numpy")
+  rng = np.random.default_rng(9)
+  a, b = _random_mask(rng, (8, 7, 5)), _random_mask(rng, (8, 7, 5))
+  sp = (0.75, 0.5, 2.5)  # exact in bfloat16
+  for srf in ("jaxseg", "monai", "surface_distance"):
+    ref = surface.hausdorff_distance(a, b, spacing=sp, surface=srf)
+    for cast in (lambda m: jnp.asarray(m, jnp.bfloat16), lambda m: m.astype(np.float16)):
+      assert surface.hausdorff_distance(cast(a), cast(b), spacing=sp, surface=srf) == ref
+    assert surface.hausdorff_distance(a, b, spacing=jnp.asarray(sp, jnp.bfloat16),
+                                      surface=srf) == ref
+    got = surface.normalized_surface_dice(jnp.asarray(a, jnp.bfloat16), b, spacing=sp,
+                                          tolerance_mm=1.0, surface=srf)
+    assert isinstance(got, float)
+    assert got == surface.normalized_surface_dice(a, b, spacing=sp, tolerance_mm=1.0,
+                                                  surface=srf)
+  d = surface.surface_distances(jnp.asarray(a, jnp.bfloat16), b, spacing=sp)
+  assert d[0].dtype == np.float64
+  with pytest.raises(ValueError, match="binary"):
+    surface.hausdorff_distance(jnp.asarray(a * 0.5, jnp.bfloat16), b, spacing=sp)
+
+
+def test_surface_switch_validation():
+  m = np.zeros((4, 4), bool)
+  with pytest.raises(ValueError, match="surface must be one of"):
+    surface.hausdorff_distance(m, m, spacing=(1, 1), surface="medpy")
+  with pytest.raises(ValueError, match="connectivity must be None or 1"):
+    surface.hausdorff_distance(m, m, spacing=(1, 1), surface="monai", connectivity=2)
+  with pytest.raises(ValueError, match="connectivity does not apply"):
+    surface.average_surface_distance(m, m, spacing=(1, 1), surface="surface_distance",
+                                     connectivity=1)
+  for bad in (-1, float("nan"), float("inf"), "1", None):
+    with pytest.raises(ValueError, match="tolerance_mm"):
+      surface.normalized_surface_dice(m, m, spacing=(1, 1), tolerance_mm=bad)
+  with pytest.raises(ValueError, match="surface must be one of"):
+    surface.surface_points(m, spacing=(1, 1), surface="x")
+  m3 = np.zeros((2, 4, 4, 3), bool)
+  with pytest.raises(ValueError, match="connectivity must be None or 1"):
+    surface.hd95_per_case(m3, m3, spacing=(1, 1, 1), per_slice=True, surface="monai",
+                          connectivity=2)
+  with pytest.raises(ValueError, match="tolerance_mm"):
+    surface.normalized_surface_dice_per_case(m3, m3, spacing=(1, 1, 1), tolerance_mm=-2)
