@@ -1,11 +1,4 @@
-"""Study ``hierarchical``: flat vs hierarchical cross-entropy on 9-def _lam_as_alpha(fn):
-  """The expected-cost form names its weight ``lam``; the study's α drives it."""
-  def loss(outputs, batch, *, alpha):
-    return fn(outputs, batch, lam=alpha)
-  return loss
-
-
-class male-pelvis MR (seed 000).
+"""Study ``hierarchical``: flat vs hierarchical cross-entropy on 9-class male-pelvis MR (seed 000).
 
 Reproduces "Improving Prostate Segmentation through Hierarchical Loss Penalisation": a 2D U-Net
 (64/128/256, bilinear up, no BN) trained with plain cross-entropy (flat) and with
@@ -46,6 +39,13 @@ from jaxseg.report import figures, tables
 
 NAMES = hierarchy.PELVIS_ABBREVIATIONS
 NUM_CLASSES = len(hierarchy.PELVIS_CLASSES)
+
+
+def _lam_as_alpha(fn):
+  """The expected-cost form names its weight ``lam``; the study's α drives it."""
+  def loss(outputs, batch, *, alpha):
+    return fn(outputs, batch, lam=alpha)
+  return loss
 
 
 class Hierarchical(runner.Study):

@@ -35,7 +35,13 @@ NUM_CLASSES = 3
 
 # Exports of jaxseg.losses that are not losses (helpers, schedules, weights).
 NOT_LOSSES = frozenset({"hard_region_mask", "kervadec_schedule", "nnunet_weights",
-                        "downsample_labels"})
+                        "downsample_labels", "soft_skeleton", "get", "names", "aliases",
+                        "register",
+                        # New losses: extreme-logit tests in their own files and in
+                        # tests/losses/test_registry.py.
+                        "dice_ce_loss", "dice_focal_loss", "focal_tversky_loss",
+                        "generalized_dice_loss", "soft_cldice_loss", "dice_cldice_loss",
+                        "lovasz_softmax_loss", "lovasz_hinge_loss"})
 
 
 # -- inputs -------------------------------------------------------------------------------------
