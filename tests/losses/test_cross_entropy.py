@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.losses import cross_entropy
+from tests.losses.bf16_check import assert_bf16_like_float32 as _assert_bf16_like_float32
 
 
 def np_softmax_ce(logits, labels, weights=None):
@@ -119,15 +120,6 @@ class SigmoidBinaryCrossEntropyTest(chex.TestCase, parameterized.TestCase):
     self.assertTrue(np.all(np.isfinite(grad)))
 
 
-def _assert_bf16_like_float32(test, fn, *args):
-  """``fn(bf16, *args)`` is float32 and equals ``fn(float32 copy, *args)``."""
-  low = jnp.asarray(args[0], jnp.bfloat16)
-  got = jax.jit(lambda x: fn(x, *args[1:]))(low)
-  test.assertEqual(got.dtype, jnp.float32)
-  np.testing.assert_allclose(
-      got, fn(low.astype(jnp.float32), *args[1:]), rtol=1e-6, atol=1e-7)
-  grad = jax.grad(lambda x: jnp.sum(fn(x, *args[1:])))(low)
-  test.assertEqual(grad.dtype, jnp.bfloat16)
 
 
 class Bfloat16Test(chex.TestCase):

@@ -11,6 +11,7 @@ import numpy as np
 from jaxseg.losses import annotation
 from jaxseg.losses import region
 from jaxseg.losses import supervision
+from tests.losses.bf16_check import assert_bf16_like_float32 as _assert_bf16_like_float32
 
 
 def _max_pool_np(x, factors, spatial_dims):
@@ -237,15 +238,6 @@ class KlElboTest(chex.TestCase):
                                         jnp.ones((2, 3)), jnp.ones((2, 2)))
 
 
-def _assert_bf16_like_float32(test, fn, *args):
-  """``fn(bf16, *args)`` is float32 and equals ``fn(float32 copy, *args)``."""
-  low = jnp.asarray(args[0], jnp.bfloat16)
-  got = jax.jit(lambda x: fn(x, *args[1:]))(low)
-  test.assertEqual(got.dtype, jnp.float32)
-  np.testing.assert_allclose(
-      got, fn(low.astype(jnp.float32), *args[1:]), rtol=1e-6, atol=1e-7)
-  grad = jax.grad(lambda x: jnp.sum(fn(x, *args[1:])))(low)
-  test.assertEqual(grad.dtype, jnp.bfloat16)
 
 
 class Bfloat16Test(chex.TestCase):
