@@ -109,7 +109,9 @@ def build_rows(args) -> list[Row]:
     zj, yj = jax_args
     zt, yt = monai_args
     value = jax.jit(jax_fn)
-    grad = jax.jit(jax.value_and_grad(lambda z: jnp.mean(jax_fn(z, yj))))
+    # The labels are an argument, not a closed-over constant: XLA would fold the label-only
+    # work (one-hot, skeletons) into constants at compile time and time only the rest.
+    grad = jax.jit(jax.value_and_grad(lambda z, y: jnp.mean(jax_fn(z, y))))
 
     def monai_grad():
       leaf = zt.detach().clone().requires_grad_(True)
@@ -120,7 +122,7 @@ def build_rows(args) -> list[Row]:
     return Row(name, convention,
                jax_value=lambda: np.asarray(value(zj, yj)),
                monai_value=lambda: to_jax_layout(monai_fn(zt, yt)),
-               jax_timed=lambda: jax.block_until_ready(grad(zj)),
+               jax_timed=lambda: jax.block_until_ready(grad(zj, yj)),
                monai_timed=monai_grad, **kw)
 
   rows = []

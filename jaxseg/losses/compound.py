@@ -67,6 +67,19 @@ def _check_args(logits, activation, include_background, lambdas) -> None:
       raise ValueError(f"{name} must be >= 0, got {value}.")
 
 
+def _dice_term(logits, labels, activation, include_background, lambdas, *,
+               smooth_nr, smooth_dr, batch):
+  """Checked float32-or-wider inputs and the per-example soft Dice term."""
+  logits = _checks.compute_dtype(logits)
+  labels = jnp.asarray(labels)
+  _check_args(logits, activation, include_background, lambdas)
+  dice = region.soft_dice_loss(
+      logits, labels, activation=activation,
+      include_background=include_background, smooth_nr=smooth_nr,
+      smooth_dr=smooth_dr, batch=batch, reduction="mean")
+  return logits, labels, dice
+
+
 def _sigmoid_targets(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Binary targets with the logits' shape (one-hot for an integer map)."""
   num_classes = logits.shape[-1]
@@ -164,14 +177,10 @@ def dice_ce_loss(
   References:
     MONAI ``DiceCELoss``; Milletari et al., V-Net, 3DV 2016.
   """
-  logits = _checks.compute_dtype(logits)
-  labels = jnp.asarray(labels)
-  _check_args(logits, activation, include_background,
-              {"lambda_dice": lambda_dice, "lambda_ce": lambda_ce})
-  dice = region.soft_dice_loss(
-      logits, labels, activation=activation,
-      include_background=include_background, smooth_nr=smooth_nr,
-      smooth_dr=smooth_dr, batch=batch, reduction="mean")
+  logits, labels, dice = _dice_term(
+      logits, labels, activation, include_background,
+      {"lambda_dice": lambda_dice, "lambda_ce": lambda_ce},
+      smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch=batch)
   num_classes = logits.shape[-1]
   weights = _class_vector(class_weights, num_classes, logits.dtype,
                           "class_weights")
@@ -266,14 +275,10 @@ def dice_focal_loss(
     MONAI ``DiceFocalLoss``; Lin et al., "Focal Loss for Dense Object
     Detection", ICCV 2017.
   """
-  logits = _checks.compute_dtype(logits)
-  labels = jnp.asarray(labels)
-  _check_args(logits, activation, include_background,
-              {"lambda_dice": lambda_dice, "lambda_focal": lambda_focal})
-  dice = region.soft_dice_loss(
-      logits, labels, activation=activation,
-      include_background=include_background, smooth_nr=smooth_nr,
-      smooth_dr=smooth_dr, batch=batch, reduction="mean")
+  logits, labels, dice = _dice_term(
+      logits, labels, activation, include_background,
+      {"lambda_dice": lambda_dice, "lambda_focal": lambda_focal},
+      smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch=batch)
   num_classes = logits.shape[-1]
   if activation == "softmax":
     if alpha is not None and np.ndim(alpha) == 0:

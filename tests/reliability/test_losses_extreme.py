@@ -36,12 +36,7 @@ NUM_CLASSES = 3
 # Exports of jaxseg.losses that are not losses (helpers, schedules, weights).
 NOT_LOSSES = frozenset({"hard_region_mask", "kervadec_schedule", "nnunet_weights",
                         "downsample_labels", "soft_skeleton", "get", "names", "aliases",
-                        "register",
-                        # New losses: extreme-logit tests in their own files and in
-                        # tests/losses/test_registry.py.
-                        "dice_ce_loss", "dice_focal_loss", "focal_tversky_loss",
-                        "generalized_dice_loss", "soft_cldice_loss", "dice_cldice_loss",
-                        "lovasz_softmax_loss", "lovasz_hinge_loss"})
+                        "register"})
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -149,6 +144,22 @@ CASES = {
     "tversky_loss[no_smooth]": (
         1, lambda x, y: losses.tversky_loss(x, _binary(y), alpha=0.3, smooth=1e-6, batch=False),
         None),
+    "generalized_dice_loss": (NUM_CLASSES, lambda x, y: losses.generalized_dice_loss(x, y), None),
+    "generalized_dice_loss[batch]": (
+        NUM_CLASSES, lambda x, y: losses.generalized_dice_loss(x, y, batch=True,
+                                                               include_background=False), None),
+    "focal_tversky_loss": (1, lambda x, y: losses.focal_tversky_loss(x, _binary(y)), None),
+    "dice_ce_loss": (
+        NUM_CLASSES, lambda x, y: losses.dice_ce_loss(x, y, include_background=False), None),
+    "dice_focal_loss": (NUM_CLASSES, lambda x, y: losses.dice_focal_loss(x, y), None),
+    "dice_focal_loss[sigmoid]": (
+        1, lambda x, y: losses.dice_focal_loss(x, _binary(y), activation="sigmoid"), None),
+    "soft_cldice_loss": (NUM_CLASSES, lambda x, y: losses.soft_cldice_loss(x, y), None),
+    "dice_cldice_loss": (
+        1, lambda x, y: losses.dice_cldice_loss(x, _binary(y), activation="sigmoid",
+                                                include_background=True), None),
+    "lovasz_softmax_loss": (NUM_CLASSES, lambda x, y: losses.lovasz_softmax_loss(x, y), None),
+    "lovasz_hinge_loss": (1, lambda x, y: losses.lovasz_hinge_loss(x, _binary(y)), None),
     "boundary_loss": (NUM_CLASSES, lambda x, y, d: losses.boundary_loss(x, d),
                       lambda y: (_distance_maps(y),)),
     "dice_boundary_loss": (
