@@ -23,28 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import numpy as np
+
+from benchmarks._machine import cpu_name
 
 RUNS = {
     "default": [],
     "bce": ["--alphas", "none"],
     "cv": ["--alphas", "none", "--folds", "5"],
 }
-
-
-def _cpu() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
 
 
 def _stats(v: np.ndarray) -> str:
@@ -55,7 +45,7 @@ def _stats(v: np.ndarray) -> str:
 
 
 def _report(workdir: str, runs) -> None:
-  print(f"\nCPU: {_cpu()}, {os.cpu_count()} cores; load average at the end: "
+  print(f"\nCPU: {cpu_name()}, {os.cpu_count()} cores; load average at the end: "
         f"{os.getloadavg()[0]:.2f}\n")
   print("| run | configurations | wall time | test cases | BCE Dice mean / median / min "
         "| BCE Dice (LCC) mean / median / min |")

@@ -22,8 +22,11 @@ differ on held-out cases:
    (:func:`jaxseg.metrics.stats.bootstrap_ci_runs`), the number of values behind every cell and
    how many were undefined, and each loss's paired difference from the baseline (the first loss)
    with its bootstrap CI. With ``eval.largest_component`` every per-case metric is also reported
-   after nnU-Net's largest-connected-component post-processing (columns "(LCC)"); with K folds a
-   per-fold table gives the mean, median and minimum of the first metric.
+   after nnU-Net's largest-connected-component post-processing (columns "(LCC)"), and with
+   ``eval.tta`` with test-time mirroring of the same models (columns "(TTA)"); with K folds a
+   per-fold table gives the mean, median and minimum of the first metric, and with
+   ``split.holdout_fraction`` each fold model and the fold ensemble are tested on cases outside
+   every fold.
 7. **Report**: ``results.json``, ``table.md``, ``training_curves.png`` and the study's figures.
 
 A source in ``data.sources`` may carry a ``preset``: config changes (nested like the config) that
@@ -107,13 +110,29 @@ FIELD_HELP = {
     "split.folds": "K-fold cross-validation by case (0: the builder's train/validation/test split)",
     "split.validation_fraction": "share of each fold's training cases held back for validation",
     "split.stratify": "case feature the folds are stratified by (empty: none)",
+    "split.holdout_fraction": "with K folds: share of the cases set aside from every fold; each "
+                              "fold model and the fold ensemble (probabilities averaged) are "
+                              "tested on them (0: none)",
     "eval.batch_size": "slices or volumes per inference call",
     "eval.threshold": "probability threshold of sigmoid models",
     "eval.mc_samples": "MC samples per test case for probabilistic models (0: deterministic)",
+    "eval.window": "how a test volume meets the model: 'patch' (Gaussian-weighted sliding windows "
+                   "of the training patch, nnU-Net's inference), 'whole' (the whole slice or "
+                   "volume in one call) or 'auto' (patch for 3D models, whole for 2D ones)",
+    "eval.overlap": "overlap of neighbouring sliding windows, in [0, 1)",
+    "eval.tta": "also report every test metric with test-time mirroring (the probabilities "
+                "averaged over every mirroring of the axes training flipped), for the same models",
     "eval.largest_component": "also report every test metric after keeping each class's largest "
                               "connected component (nnU-Net's post-processing)",
     "eval.num_resamples": "bootstrap resamples of every confidence interval",
 }
+
+
+def flip_axes(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The spatial axes training flips: 0 (x, left-right) with ``train.flip_prob > 0``, 1 (y,
+  anterior-posterior) with ``train.vertical_flip_prob > 0`` (2D models)."""
+  t = cfg.train
+  return tuple(a for a, p in ((0, t.flip_prob), (1, t.get("vertical_flip_prob", 0.0))) if p > 0)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -166,10 +185,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.split.folds = 0
   c.split.validation_fraction = 0.25
   c.split.stratify = ""
+  c.split.holdout_fraction = 0.0
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8
   c.eval.threshold = 0.5
   c.eval.mc_samples = 0
+  c.eval.window = "auto"
+  c.eval.overlap = 0.5
+  c.eval.tta = False
   c.eval.largest_component = False
   c.eval.num_resamples = 2000
   return c
@@ -338,10 +361,19 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _check(isinstance(cfg.eval.batch_size, int) and cfg.eval.batch_size >= 1, "eval.batch_size",
          cfg.eval.batch_size, "an integer >= 1")
   _check(cfg.eval.mc_samples >= 0, "eval.mc_samples", cfg.eval.mc_samples, "an integer >= 0")
+  _check(cfg.eval.window in ("auto", "patch", "whole"), "eval.window", cfg.eval.window,
+         "'auto', 'patch' or 'whole'")
+  _check(0.0 <= cfg.eval.overlap < 1.0, "eval.overlap", cfg.eval.overlap, "a number in [0, 1)")
+  _check(not cfg.eval.tta or flip_axes(cfg), "eval.tta", cfg.eval.tta,
+         "False when training flips no axis (train.flip_prob = train.vertical_flip_prob = 0): "
+         "test-time mirroring needs a model trained on mirrored images")
   _check(cfg.eval.num_resamples >= 100, "eval.num_resamples", cfg.eval.num_resamples,
          "an integer >= 100")
   _check(cfg.split.folds == 0 or cfg.split.folds >= 2, "split.folds", cfg.split.folds,
          "0 (the builder's split) or >= 2")
+  _check(0.0 <= cfg.split.holdout_fraction < 1.0 and (
+      cfg.split.holdout_fraction == 0.0 or cfg.split.folds >= 2), "split.holdout_fraction",
+         cfg.split.holdout_fraction, "a fraction in [0, 1), and 0 without split.folds")
   _check(0.0 < cfg.split.validation_fraction < 1.0, "split.validation_fraction",
          cfg.split.validation_fraction, "a fraction in (0, 1)")
   sources = cfg.data.sources
@@ -457,6 +489,7 @@ class Comparison:
     self.source = source
     self._trainers: dict[int, Trainer] = {}
     self.model = self._build_model()
+    self.holdout: list[Volume] = []  # cases outside every fold (split.holdout_fraction)
 
   # -- data ------------------------------------------------------------------------------------
   def data_settings(self) -> dict[str, Any]:
@@ -491,6 +524,16 @@ class Comparison:
                         f"{len(volumes)}")
     key = self.cfg.split.stratify
     strata = [int(np.asarray(v.extras[key])) if key else 0 for v in volumes]
+    if self.cfg.split.holdout_fraction:
+      cv, holdout = split_validation(np.arange(len(volumes)), strata,
+                                     self.cfg.split.holdout_fraction,
+                                     seed=self.cfg.seed + HOLDOUT_SEED_OFFSET)
+      self.holdout = [volumes[j] for j in holdout]
+      volumes, strata = [volumes[j] for j in cv], [strata[j] for j in cv]
+      if len(volumes) < 2 * k:
+        raise ConfigError(f"split.folds = {k} needs at least {2 * k} cases besides the "
+                          f"{len(holdout)} held out (split.holdout_fraction), the data have "
+                          f"{len(volumes)}")
     folds = []
     for i, held_out in enumerate(make_folds(strata, k, seed=self.cfg.seed)):
       rest = np.setdiff1d(np.arange(len(volumes)), held_out)
@@ -619,36 +662,43 @@ class Comparison:
   def card_inference(self) -> str:
     return "slices" if len(self.cfg.train.patch) == 2 else "volume"
 
+  @property
+  def window(self) -> tuple[int, ...] | None:
+    """The inference window of the exported models and of every evaluation (None: whole)."""
+    mode = self.cfg.eval.window
+    if mode == "auto":
+      mode = "whole" if self.card_inference == "slices" else "patch"
+    return tuple(int(p) for p in self.cfg.train.patch) if mode == "patch" else None
+
   def predict(self, trainer: Trainer, state, volumes: Sequence[Volume], *, mc: bool = True,
-              key: jax.Array | None = None) -> Predictions:
-    """Probabilities of whole volumes through :mod:`jaxseg.inference`."""
+              key: jax.Array | None = None, flips: Sequence[int] = ()) -> Predictions:
+    """Probabilities of whole volumes through :mod:`jaxseg.inference`, as predict does them.
+
+    Every volume goes through :func:`jaxseg.inference.predict_distribution`, the function behind
+    ``python -m jaxseg.predict``, with the exported card (its window: :attr:`window`), the
+    mirrorings of ``flips`` (test-time augmentation), and ``eval.mc_samples`` stochastic passes
+    (mean and variance) when ``mc``.
+    """
     e = self.cfg.eval
-    n_dev = trainer.mesh.devices.size
-    batch = -(-e.batch_size // n_dev) * n_dev
-    images = [v.channels_image for v in volumes]
-    if mc and e.mc_samples:
-      from jaxseg.models.prob_unet3d import mc_predict  # pylint: disable=import-outside-toplevel
-      fn = getattr(self, "_mc_fn", None)
-      if fn is None:
-        fn = self._mc_fn = jax.jit(lambda v, x, k: mc_predict(self.model, v, x, k,
-                                                              num_samples=e.mc_samples))
-      means, variances = inference.mc_probabilities(
-          fn, state.variables, images,
-          key=jax.random.key(self.cfg.seed + 1) if key is None else key,
-          batch_size=batch, mesh=trainer.mesh)
-      if self.cfg.model.activation == "sigmoid":
-        means, variances = [m[..., 0] for m in means], [v[..., 0] for v in variances]
-      return Predictions(list(means), list(variances))
-    logits_fn = trainer.logits_fn(state)
-    multiple = getattr(self.model, "size_multiple", 1)
-    if self.card_inference == "slices":
-      logits = [inference.predict_slices(logits_fn, x, batch_size=batch, size_multiple=multiple,
-                                         mesh=trainer.mesh, context=self.cfg.model.slice_context)
-                for x in images]
-    else:
-      logits = inference.predict_volumes(logits_fn, images, batch_size=batch,
-                                         size_multiple=multiple, mesh=trainer.mesh)
-    return Predictions([inference.probabilities(l, self.cfg.model.activation) for l in logits])
+    card = self.card(volumes, {})
+    samples = int(e.mc_samples) if mc else 0
+    key = jax.random.key(self.cfg.seed + 1) if key is None else key
+    probs, variances = [], []
+    for i, v in enumerate(volumes):
+      pred = inference.predict_distribution(
+          [(self.model, state.variables, card)], v.channels_image, batch_size=int(e.batch_size),
+          mesh=trainer.mesh, overlap=float(e.overlap), flips=tuple(flips), mc_samples=samples,
+          key=jax.random.fold_in(key, i))
+      probs.append(pred.mean)
+      variances.append(pred.variance)
+    return Predictions(probs, variances if samples else None)
+
+  @property
+  def flips(self) -> tuple[int, ...]:
+    """Axes mirrored at test time (``eval.tta``): those training flipped, the only mirrorings
+    the model was taught to be invariant to (x with ``train.flip_prob``, y with
+    ``train.vertical_flip_prob``)."""
+    return flip_axes(self.cfg) if self.cfg.eval.tta else ()
 
   def card(self, volumes: Sequence[Volume], info: Mapping[str, Any]) -> ModelCard:
     channels = tuple(self.source.get("channels", ("image",)))
@@ -657,8 +707,9 @@ class Comparison:
         channels=channels, spacing=tuple(float(s) for s in volumes[0].spacing),
         normalization=tuple(self.source.get("normalization", (PERCENTILE_ZSCORE,) * len(channels))),
         inference=self.card_inference, layout=self.source.get("layout", "xyz"),
-        slice_context=self.cfg.model.slice_context,
-        info={"study": self.study.name, "data": self.cfg.data.source, **info})
+        slice_context=self.cfg.model.slice_context, window=self.window,
+        info={"study": self.study.name, "data": self.cfg.data.source,
+              "trained_flip_axes": list(flip_axes(self.cfg)), **info})
 
   # -- the whole protocol ----------------------------------------------------------------------
   def run(self) -> dict[str, Any]:
@@ -685,8 +736,11 @@ class Comparison:
     test_cases = [test_cases[i] for i in order]
     per_seed: list[dict[str, Predictions]] = [
         {n: Predictions([], []) for n in names} for _ in range(cfg.seeds)]
+    mirrored: list[dict[str, Predictions]] = [  # eval.tta: the same models, mirrored test cases
+        {n: Predictions([], []) for n in names} for _ in range(cfg.seeds)]
     histories: dict[str, list] = {n: [] for n in names}
     best_epochs: dict[str, list] = {n: [] for n in names}
+    exported: dict[str, list[list[str]]] = {n: [[] for _ in range(cfg.seeds)] for n in names}
     for fold in folds:
       name = f"fold{fold.index}" if len(folds) > 1 else "main"
       fits, trainer = self.train(configs, fold, name=name)
@@ -704,27 +758,32 @@ class Comparison:
                   "selected_by": f"validation {cfg.train.select_metric}"}
           save_model(path, model=self.model, variables=fit.best_state.variables,
                      card=self.card(fold.train, info))
-          pred = self.predict(trainer, fit.best_state, fold.test,
-                              key=jax.random.fold_in(jax.random.key(cfg.seed + 1), fold.index))
-          per_seed[s][c.name].probs.extend(pred.probs)
-          if pred.variances is not None:
-            per_seed[s][c.name].variances.extend(pred.variances)
+          exported[c.name][s].append(path)
+          for preds, flips in ((per_seed, ()), (mirrored, self.flips))[:2 if cfg.eval.tta else 1]:
+            pred = self.predict(trainer, fit.best_state, fold.test, flips=flips,
+                                key=jax.random.fold_in(jax.random.key(cfg.seed + 1), fold.index))
+            preds[s][c.name].probs.extend(pred.probs)
+            if pred.variances is not None:
+              preds[s][c.name].variances.extend(pred.variances)
           histories[c.name].append(fit.history)
           best_epochs[c.name].append(fit.best_epoch)
         self.log(f"[{name}] seed {cfg.seed + s}: best epochs "
                  + ", ".join(f"{c.name} {f.best_epoch + 1}" for c, f in zip(configs, row)))
-    for preds in per_seed:
+    for preds in per_seed + mirrored:
       for p in preds.values():
         p.probs = [p.probs[i] for i in order]
         p.variances = [p.variances[i] for i in order] if p.variances else None
     self.test_cases = test_cases
-    result = self.evaluate(configs, per_seed, test_cases)
+    result = self.evaluate(configs, per_seed, test_cases,
+                           mirrored=mirrored if cfg.eval.tta else None)
     result.update(histories=histories, best_epochs=best_epochs, predictions=per_seed,
                   configurations=[{"name": c.name, **dict(c.info)} for c in configs],
                   test_cases=[v.case_id for v in test_cases],
                   folds=[{"train": [v.case_id for v in f.train],
                           "validation": [v.case_id for v in f.validation],
                           "test": [v.case_id for v in f.test]} for f in folds])
+    if self.holdout:
+      result["holdout"] = self.evaluate_holdout(names, exported)
     extra = self.study.report(self, result)
     figures.plot_training_curves({n: h[0] for n, h in histories.items()},
                                  os.path.join(self.workdir, "training_curves.png"),
@@ -741,9 +800,69 @@ class Comparison:
     return result
 
   # -- evaluation ------------------------------------------------------------------------------
+  def evaluate_holdout(self, names: Sequence[str], exported: Mapping[str, Sequence[Sequence[str]]]
+                       ) -> dict[str, Any]:
+    """Each fold model and the fold ensemble on the held-out cases (``split.holdout_fraction``).
+
+    The exported models are read back and run through
+    :func:`jaxseg.inference.predict_distribution`, as ``python -m jaxseg.predict --checkpoint
+    models/<loss>`` runs them: the ensemble averages the K fold models' probabilities (sigmoid
+    or softmax), with the evaluation's window and MC samples. Returns the held-out
+    case ids and, per loss and seed, the study's first per-case metric of every fold model and
+    of the ensemble.
+    """
+    from jaxseg.train.checkpoint import load_model  # pylint: disable=import-outside-toplevel
+    e = self.cfg.eval
+    metric = self.study.metrics[0][0]
+    key = jax.random.key(self.cfg.seed + 2)
+    out: dict[str, Any] = {"cases": [v.case_id for v in self.holdout], "metric": metric,
+                           "values": {}}
+    for n in names:
+      out["values"][n] = []
+      for paths in exported[n]:
+        members = [load_model(p) for p in paths]
+        rows = {}
+        for label, group in ([(f"fold {i}", [m]) for i, m in enumerate(members)]
+                             + [(f"ensemble of {len(members)}", members)]):
+          preds = [inference.predict_distribution(
+              group, v.channels_image, batch_size=int(e.batch_size), overlap=float(e.overlap),
+              mc_samples=int(e.mc_samples), key=jax.random.fold_in(key, j))
+                   for j, v in enumerate(self.holdout)]
+          case = self.study.case_metrics(
+              self, Predictions([p.mean for p in preds],
+                                [p.variance for p in preds] if e.mc_samples else None),
+              self.holdout)
+          rows[label] = np.asarray(case[metric], np.float64)
+        out["values"][n].append(rows)
+    self.log(f"held-out cases: {len(self.holdout)}; fold models and their ensemble evaluated")
+    return out
+
+  def _holdout_table(self, holdout: Mapping[str, Any]) -> list[str]:
+    """Lines of the held-out table: each fold model, then the ensemble, per loss (and seed)."""
+    label = dict(self.study.metrics)[holdout["metric"]]
+    boot = dict(num_resamples=self.cfg.eval.num_resamples, seed=self.cfg.seed)
+    headers = ["loss", "model", label, "median", "min"]
+    rows = []
+    for n, per_seed in holdout["values"].items():
+      for s, models in enumerate(per_seed):
+        for model, v in models.items():
+          finite = v[np.isfinite(v)]
+          name = n if len(per_seed) == 1 else f"{n} (seed {self.cfg.seed + s})"
+          rows.append([name, model, stats.format_estimate(stats.bootstrap_ci(v, **boot))]
+                      + ([f"{np.median(finite):.3f}", f"{np.min(finite):.3f}"] if finite.size
+                         else ["—", "—"]))
+    return ["", f"Fold models and their ensemble (probabilities averaged) on "
+            f"{len(holdout['cases'])} held-out cases that no fold trained, validated or tested "
+            f"on (split.holdout_fraction):", "", tables.markdown_table(headers, rows)]
+
   def evaluate(self, configs: Sequence[LossConfig], per_seed: Sequence[Mapping[str, Predictions]],
-               volumes: Sequence[Volume]) -> dict[str, Any]:
-    """Per-case values ``(seeds, cases)``, estimates with CIs, paired differences from the baseline."""
+               volumes: Sequence[Volume], *,
+               mirrored: Sequence[Mapping[str, Predictions]] | None = None) -> dict[str, Any]:
+    """Per-case values ``(seeds, cases)``, estimates with CIs, paired differences from the baseline.
+
+    ``mirrored``: the same models' predictions with test-time mirroring (``eval.tta``); their
+    metrics are reported next to the plain ones, under the key suffix :data:`TTA_SUFFIX`.
+    """
     cfg = self.cfg
     names = [c.name for c in configs]
     boot = dict(num_resamples=cfg.eval.num_resamples, seed=cfg.seed)
@@ -755,6 +874,9 @@ class Comparison:
         if cfg.eval.largest_component:
           lcc = self.study.case_metrics(self, self.largest_component(preds[n]), volumes)
           case.update({f"{k}{LCC_SUFFIX}": v for k, v in lcc.items()})
+        if mirrored is not None:
+          tta = self.study.case_metrics(self, mirrored[s][n], volumes)
+          case.update({f"{k}{TTA_SUFFIX}": v for k, v in tta.items()})
         for key, v in case.items():
           values[n].setdefault(key, []).append(np.asarray(v, np.float64))
         study_stats[n].append(self.study.study_statistics(self, preds[n], volumes, case))
@@ -766,8 +888,14 @@ class Comparison:
     for n in names[1:]:
       differences[n] = {k: stats.bootstrap_ci_runs(values[n][k] - values[baseline][k], **boot)
                         for k in values[n]}
-    return {"names": names, "baseline": baseline, "values": values, "estimates": estimates,
-            "differences": differences, "study_statistics": study_stats}
+    result = {"names": names, "baseline": baseline, "values": values, "estimates": estimates,
+              "differences": differences, "study_statistics": study_stats}
+    if mirrored is not None:  # the effect of mirroring, per loss: TTA - plain, paired by case
+      result["tta_effect"] = {
+          n: {k: stats.bootstrap_ci_runs(values[n][f"{k}{TTA_SUFFIX}"] - values[n][k], **boot)
+              for k, _ in self.study.metrics if f"{k}{TTA_SUFFIX}" in values[n]}
+          for n in names}
+    return result
 
   def largest_component(self, predictions: Predictions) -> Predictions:
     """``predictions`` post-processed so that their hard labels keep only each class's largest
@@ -787,6 +915,8 @@ class Comparison:
     columns = list(self.study.metrics)
     if self.cfg.eval.largest_component:
       columns += [(f"{k}{LCC_SUFFIX}", f"{label} (LCC)") for k, label in self.study.metrics]
+    if self.cfg.eval.tta:
+      columns += [(f"{k}{TTA_SUFFIX}", f"{label} (TTA)") for k, label in self.study.metrics]
     return columns
 
   def _fold_table(self, result: Mapping[str, Any], metrics: Sequence[tuple[str, str]]
@@ -864,16 +994,34 @@ class Comparison:
             "undef. = values that were undefined and left out."
             + (" (LCC): after keeping each class's largest connected component (nnU-Net's "
                "post-processing); the other columns are the raw predictions."
-               if cfg.eval.largest_component else ""), "",
+               if cfg.eval.largest_component else "")
+            + (f" (TTA): the same models with test-time mirroring (probabilities averaged over "
+               f"the {len(inference.flip_sets(self.flips))} mirrorings of axes "
+               f"{', '.join('xyz'[a] for a in self.flips)}, the axes training flipped)."
+               if cfg.eval.tta else "")
+            + (f" Test volumes are predicted in Gaussian-weighted sliding windows of "
+               f"{'×'.join(map(str, self.window))} (overlap {cfg.eval.overlap:g})."
+               if self.window else ""), "",
             tables.markdown_table(headers, rows)]
     if diff_rows:
       text += [f"Paired difference from the baseline ({result['baseline']}), per test case"
                + (" and seed" if cfg.seeds > 1 else "") + ", with a bootstrap 95% CI; cases "
                "where either value is undefined are left out.", "",
                tables.markdown_table(diff_headers, diff_rows)]
+    if result.get("tta_effect"):
+      labels = dict(self.study.metrics)
+      keys = list(next(iter(result["tta_effect"].values())))
+      text += ["", "Effect of test-time mirroring, per loss: (TTA) − plain on the same models and "
+               "test cases, with a bootstrap 95% CI.", "",
+               tables.markdown_table(["loss"] + [labels[k] for k in keys],
+                                     [[n] + [stats.format_estimate(e[k], signed=True)
+                                             for k in keys]
+                                      for n, e in result["tta_effect"].items()])]
     if len(folds) > 1:
       text += self._fold_table(result, [m for m in metrics if m[0].split(LCC_SUFFIX)[0]
                                         == self.study.metrics[0][0]])
+    if result.get("holdout"):
+      text += self._holdout_table(result["holdout"])
     text += list(extra)
     out = "\n".join(text).rstrip() + "\n"
     with open(os.path.join(self.workdir, "table.md"), "w") as f:
@@ -885,15 +1033,22 @@ class Comparison:
 # Command line.
 # ------------------------------------------------------------------------------------------------
 
+#: The held-out cases are drawn with ``seed + HOLDOUT_SEED_OFFSET``, a stream apart from the folds'.
+HOLDOUT_SEED_OFFSET = 100_003
+
 #: Key suffix of the metrics computed after largest-component post-processing.
 LCC_SUFFIX = "_lcc"
+
+#: Key suffix of the metrics of the test-time-mirrored predictions (``eval.tta``).
+TTA_SUFFIX = "_tta"
 
 #: Flags README documents, as aliases of config fields.
 COMMON_ALIASES = {
     "--data": "data.source", "--manual-dir": "data.manual_dir", "--data-dir": "data.data_dir",
     "--workdir": "workdir", "--seed": "seed", "--seeds": "seeds", "--epochs": "train.epochs",
     "--batch-size": "train.batch_size", "--folds": "split.folds",
-    "--largest-component": "eval.largest_component",
+    "--largest-component": "eval.largest_component", "--tta": "eval.tta",
+    "--window": "eval.window", "--holdout": "split.holdout_fraction",
 }
 
 

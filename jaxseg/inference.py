@@ -1,51 +1,83 @@
 """Whole-volume inference, one home for every model kind of jaxseg.
 
-* :func:`predict_slices`: a 2D model on every axial slice of a volume (optionally 2.5D: the
+Building blocks:
+
+* :func:`sliding_window_logits`: a model on images larger than its window -- overlapping windows
+  of the training patch, blended with Gaussian (:func:`importance_map`) or constant weights,
+  nnU-Net's inference (MONAI ``sliding_window_inference``); one jitted program per shape;
+* :func:`predict_slices`: a 2D model on every whole axial slice of a volume (optionally 2.5D: the
   neighbouring slices as extra channels, :func:`stack_slice_context`);
 * :func:`predict_volumes`: a 3D model on whole volumes (of any shapes);
-* :func:`mc_probabilities`: Monte-Carlo mean and variance of a probabilistic 3D model
-  (:func:`jaxseg.models.prob_unet3d.mc_predict`);
+* :func:`mc_probabilities`: Monte-Carlo mean and variance of a probabilistic 3D model on whole
+  volumes (:func:`jaxseg.models.prob_unet3d.mc_predict`);
 * :func:`probabilities`: logits -> probabilities of a sigmoid or softmax model;
 * :func:`keep_largest_component`: nnU-Net's post-processing of a label map (each foreground
-  class keeps only its largest connected component);
-* :func:`predict_probabilities`: the whole pipeline for one normalised volume, as a
-  :class:`~jaxseg.model_card.ModelCard` says (used by ``python -m jaxseg.predict``).
+  class keeps only its largest connected component).
 
-Every model call gets a batch of the same size (the last chunk is padded by repeating its last
-row), so a jitted model compiles once per input shape; inputs are padded at the end of their
-spatial axes to the model's size multiple with the volume's minimum, and the logits are cropped
-back. With a ``mesh``, batches are sharded over its devices
+The path every prediction takes (``python -m jaxseg.predict`` and the comparison runner alike):
+
+* :func:`volume_logits`: one volume through a model (:class:`ModelApply`), whole or in sliding
+  windows, deterministic or with a key for a stochastic pass;
+* :func:`predict_distribution`: one normalised volume through one model or an ensemble, as their
+  :class:`~jaxseg.model_card.ModelCard` s say, averaged in probability space over members,
+  test-time mirrorings (:func:`flip_sets`) and Monte-Carlo samples (mean and variance,
+  :class:`Moments`); :func:`predict_probabilities` is its one-model mean.
+
+Every whole-input model call gets a batch of the same size (the last chunk is padded by
+repeating its last row), so a jitted model compiles once per input shape; inputs are padded at the
+end of their spatial axes to the model's size multiple with the volume's minimum, and the logits
+are cropped back. With a ``mesh``, batches are sharded over its devices
 (:func:`jaxseg.data.pipeline.shard_batch`; the batch size must then be a multiple of the number of
 devices).
 """
-
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+import inspect
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from scipy import ndimage, special
 
-from jaxseg.data.pipeline import shard_batch
+from jaxseg.data.pipeline import DATA_AXIS, shard_batch
+from jaxseg.model_card import ModelCard
 
-if TYPE_CHECKING:
-  from jaxseg.model_card import ModelCard
 
 __all__ = [
+    "BLENDS",
+    "CARD",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_SIGMA_SCALE",
+    "ModelApply",
+    "Moments",
+    "Prediction",
+    "check_ensemble",
+    "check_stochastic",
     "final_logits",
+    "flip_sets",
+    "importance_map",
     "keep_largest_component",
     "mc_probabilities",
+    "mc_volume_probabilities",
     "pad_to_multiple",
+    "predict_distribution",
     "predict_probabilities",
     "predict_slices",
     "predict_volumes",
     "probabilities",
     "size_multiples",
+    "sliding_window_logits",
     "stack_slice_context",
+    "volume_logits",
+    "window_starts",
 ]
 
 
@@ -358,9 +390,581 @@ def keep_largest_component(labels: Any) -> np.ndarray:
   return out
 
 
+# --------------------------------------------------------------------------------------------
+# Sliding windows.
+# --------------------------------------------------------------------------------------------
+
+BLENDS = ("gaussian", "constant")
+"""Window weightings of :func:`sliding_window_logits`."""
+
+DEFAULT_OVERLAP = 0.5
+"""nnU-Net's default: neighbouring windows share half their side."""
+
+DEFAULT_SIGMA_SCALE = 0.125
+"""Gaussian sigma as a fraction of the window side (nnU-Net, MONAI: 1/8)."""
+
+_MIN_WEIGHT = 1e-3
+
+
+def _window(window: Any, ndim: int | None = None) -> tuple[int, ...]:
+  if isinstance(window, np.ndarray):
+    window = window.tolist()
+  if (isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or not window
+      or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1
+                 for w in window)):
+    raise ValueError(f"window must be a sequence of positive ints, got {window!r}")
+  values = tuple(int(w) for w in window)
+  if ndim is not None and len(values) != ndim:
+    raise ValueError(f"window {values} has {len(values)} sides but the images have {ndim} "
+                     f"spatial axes")
+  return values
+
+
+def _sigmas(sigma_scale: float | Sequence[float], ndim: int) -> tuple[float, ...]:
+  scales = ((sigma_scale,) * ndim if isinstance(sigma_scale, (int, float, np.floating))
+            else tuple(sigma_scale))
+  if len(scales) != ndim or not all(
+      isinstance(s, (int, float, np.floating)) and not isinstance(s, bool)
+      and math.isfinite(s) and s > 0 for s in scales):
+    raise ValueError(f"sigma_scale must be a positive number or {ndim} of them, got "
+                     f"{sigma_scale!r}")
+  return tuple(float(s) for s in scales)
+
+
+def importance_map(window: Sequence[int], blend: str = "gaussian",
+                   sigma_scale: float | Sequence[float] = DEFAULT_SIGMA_SCALE) -> np.ndarray:
+  r"""Weights of the voxels of one window when overlapping windows are blended.
+
+  ``"constant"``: all ones (a plain mean of the windows that cover a voxel). ``"gaussian"``
+  (nnU-Net, Isensee et al. 2021; MONAI ``compute_importance_map``): the separable
+
+  .. math:: w(\mathbf{x}) = \prod_d \exp\!\Big(-\frac{x_d^2}{2 \sigma_d^2}\Big), \qquad
+     x_d \in \{-\tfrac{n_d - 1}{2}, \dots, \tfrac{n_d - 1}{2}\},\ \sigma_d = s_d\, n_d,
+
+  with ``n_d`` the window side and ``s_d`` the ``sigma_scale`` (1/8), clamped below at
+  ``max(min w, 1e-3)`` so that no voxel of a window has weight 0. Predictions near a window's
+  border, which sees less context, count less than those at its centre.
+
+  Returns:
+    float32 array of shape ``window``.
+  """
+  window = _window(window)
+  if blend == "constant":
+    return np.ones(window, np.float32)
+  if blend != "gaussian":
+    raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+  sigmas = [s * n for s, n in zip(_sigmas(sigma_scale, len(window)), window)]
+  weights = np.ones((), np.float64)
+  for n, sigma in zip(window, sigmas):
+    x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    weights = np.multiply.outer(weights, np.exp(-x ** 2 / (2.0 * sigma ** 2)))
+  weights = weights.astype(np.float32)
+  return np.maximum(weights, max(float(weights.min()), _MIN_WEIGHT)).astype(np.float32)
+
+
+def window_starts(size: int, window: int, overlap: float = DEFAULT_OVERLAP) -> list[int]:
+  """Start offsets of the windows along one axis of ``size`` voxels (``size >= window``).
+
+  The step is ``int(window * (1 - overlap))`` (at least 1; the window itself when it spans the
+  axis); windows start at ``0, step, 2 step, ...`` until one reaches the end, and that last one
+  is moved back to end exactly at ``size`` (MONAI ``dense_patch_slices``; nnU-Net spreads its
+  starts evenly instead, which differs only in where the overlaps fall).
+  """
+  if not 0.0 <= overlap < 1.0:
+    raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+  if size < window:
+    raise ValueError(f"axis of {size} voxels is smaller than the window side {window}; pad it")
+  step = window if size == window else max(int(window * (1.0 - overlap)), 1)
+  count = -(-(size - window) // step) + 1
+  return [min(i * step, size - window) for i in range(count)]
+
+
+def _pad_to_window(images: np.ndarray, window: tuple[int, ...], fill: float):
+  """Symmetric padding of the spatial axes shorter than the window (the larger half after)."""
+  pad, crop = [(0, 0)], [slice(None)]
+  for size, w in zip(images.shape[1:-1], window):
+    diff = max(w - size, 0)
+    pad.append((diff // 2, diff - diff // 2))
+    crop.append(slice(diff // 2, diff // 2 + size))
+  pad.append((0, 0))
+  crop.append(slice(None))
+  if any(p != (0, 0) for p in pad):
+    images = np.pad(images, pad, constant_values=fill)
+  return images, tuple(crop)
+
+
+class _Plan(NamedTuple):
+  """The static part of one sliding-window computation (a jit cache key)."""
+
+  window: tuple[int, ...]
+  jobs: tuple[tuple[int, ...], ...]  # (image, start_0, ..., start_d) of every window
+  batch_size: int
+  weights_key: tuple[str, tuple[float, ...]]
+  mesh: Mesh | None
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], windows: jax.Array,
+          key: jax.Array | None) -> jax.Array:
+  extra = () if key is None else (key,)
+  return final_logits(fn(*args, windows, *extra)).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sliding(fn, plan: _Plan, args, images, count, key):
+  """Blended logits of every window of ``images``: one program for a fixed window count."""
+  window, size = plan.window, plan.batch_size
+  channels = images.shape[-1]
+  jobs = list(plan.jobs)
+  real = len(jobs)
+  jobs += [jobs[-1]] * (-real % size)
+  nb = len(jobs) // size
+  idx = jnp.asarray(np.asarray(jobs, np.int32).reshape(nb, size, -1))
+  valid = jnp.asarray((np.arange(len(jobs)) < real).astype(np.float32).reshape(nb, size))
+  weights = jnp.asarray(importance_map(window, plan.weights_key[0], plan.weights_key[1]))
+  probe = jax.ShapeDtypeStruct((size, *window, channels), images.dtype)
+  k = jax.eval_shape(lambda x: _call(fn, args, x, key), probe).shape[-1]
+
+  def cut(ix):
+    return lax.dynamic_slice(images, (ix[0], *ix[1:], 0), (1, *window, channels))[0]
+
+  def batch(acc, xs):
+    b, ix, v = xs
+    windows = jax.vmap(cut)(ix)
+    if plan.mesh is not None:
+      windows = lax.with_sharding_constraint(
+          windows, NamedSharding(plan.mesh, PartitionSpec(DATA_AXIS)))
+    logits = _call(fn, args, windows, None if key is None else jax.random.fold_in(key, b))
+
+    def add(acc, item):
+      ij, lj, vj = item
+      start = (ij[0], *ij[1:], 0)
+      cur = lax.dynamic_slice(acc, start, (1, *window, k))
+      return lax.dynamic_update_slice(acc, cur + (vj * weights)[None, ..., None] * lj[None],
+                                      start), None
+
+    return lax.scan(add, acc, (ix, logits, v))[0], None
+
+  acc = jnp.zeros((*images.shape[:-1], k), jnp.float32)
+  acc = lax.scan(batch, acc, (jnp.arange(nb), idx, valid))[0]
+  return acc / count[None, ..., None]
+
+
+def sliding_window_logits(
+    logits_fn: Callable[..., Any],
+    images: np.ndarray,
+    *,
+    window: Sequence[int],
+    overlap: float = DEFAULT_OVERLAP,
+    blend: str = "gaussian",
+    sigma_scale: float | Sequence[float] = DEFAULT_SIGMA_SCALE,
+    batch_size: int = 8,
+    mesh: Mesh | None = None,
+    fill: float | None = None,
+    args: tuple[Any, ...] = (),
+    key: jax.Array | None = None,
+) -> np.ndarray:
+  r"""Logits of images larger than a model's window, blended from overlapping windows.
+
+  The images are cut into windows of the model's training patch size that overlap by
+  ``overlap`` (:func:`window_starts` on each axis); the model's logits on every window are
+  weighted by :func:`importance_map` and summed into the image, then divided by the summed
+  weights:
+
+  .. math:: \hat z(\mathbf{x}) = \frac{\sum_{w \ni \mathbf{x}} g(\mathbf{x} - \mathbf{o}_w)\,
+     z_w(\mathbf{x} - \mathbf{o}_w)}{\sum_{w \ni \mathbf{x}} g(\mathbf{x} - \mathbf{o}_w)}
+
+  (nnU-Net's inference, Isensee et al. 2021; MONAI ``sliding_window_inference``: logits are
+  blended, probabilities are taken afterwards). Axes shorter than the window are padded
+  symmetrically with ``fill`` (the larger half after) and the padding is cropped off the
+  result. The whole loop -- cutting, ``batch_size`` windows per model call, weighting and
+  accumulation -- is one jitted program per (``logits_fn``, image shape, window, batch size); with
+  a ``mesh``, every batch of windows is sharded over its devices.
+
+  Args:
+    logits_fn: ``logits_fn(*args, windows[, key]) -> outputs``, jax-traceable, hashable (it is a
+      static argument of ``jax.jit``: pass the same function object, e.g. a module-level
+      function or a bound method, and give the changing arrays -- the model's variables --
+      through ``args`` so that nothing recompiles); ``windows`` is ``(B, *window, C)`` and the
+      outputs' :func:`final_logits` are ``(B, *window, K)``.
+    images: ``(N, *spatial, C)``: ``N`` independent images (2D slices or 3D volumes) with their
+      channels last.
+    window: the window side per spatial axis (the training patch size; multiples of the
+      model's size multiple).
+    overlap: fraction of a window shared with its neighbour, in ``[0, 1)`` (nnU-Net: 0.5).
+    blend: ``"gaussian"`` (sigma = ``sigma_scale`` x window side) or ``"constant"``.
+    sigma_scale: a float or one per axis (1/8).
+    batch_size: windows per model call (a multiple of the mesh's devices when ``mesh`` is given).
+    mesh: optional device mesh; windows are sharded over it.
+    fill: value of the padding of axes shorter than the window; None: the images' minimum.
+    args: leading arguments of ``logits_fn`` (traced; e.g. ``(variables,)``).
+    key: optional PRNG key for a stochastic model: window batch ``b`` gets
+      ``jax.random.fold_in(key, b)`` as ``logits_fn``'s last argument.
+
+  Returns:
+    ``(N, *spatial, K)`` float32 blended logits.
+
+  Raises:
+    ValueError: bad shapes, window, overlap, blend or batch size.
+  """
+  images = np.asarray(images)
+  if images.ndim < 3 or images.size == 0:
+    raise ValueError(f"images must be a non-empty (N, *spatial, C) array, got shape "
+                     f"{images.shape}")
+  window = _window(window, images.ndim - 2)
+  batch_size = _check_batch_size(batch_size, mesh)
+  if not (isinstance(overlap, (int, float, np.floating)) and 0.0 <= overlap < 1.0):
+    raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+  weights_key = (blend, _sigmas(sigma_scale, len(window)))
+  weights = importance_map(window, blend, sigma_scale)
+  images = images.astype(np.float32, copy=False)
+  fill = float(images.min()) if fill is None else float(fill)
+  padded, crop = _pad_to_window(images, window, fill)
+  spatial = padded.shape[1:-1]
+  starts = [window_starts(s, w, float(overlap)) for s, w in zip(spatial, window)]
+  positions = list(itertools.product(*starts))
+  jobs = tuple((i, *p) for i in range(len(padded)) for p in positions)
+  if len(jobs) < batch_size:  # fewer windows than a batch: one call of just those
+    per = mesh.devices.size if mesh is not None else 1
+    batch_size = -(-len(jobs) // per) * per
+  count = np.zeros(spatial, np.float32)
+  for p in positions:
+    count[tuple(slice(o, o + w) for o, w in zip(p, window))] += weights
+  plan = _Plan(window, jobs, batch_size, weights_key, mesh)
+  if mesh is not None:
+    padded = jax.device_put(padded, NamedSharding(mesh, PartitionSpec()))
+  out = _sliding(logits_fn, plan, tuple(args), padded, jnp.asarray(count), key)
+  return np.asarray(out, np.float32)[crop]
+
+
+# --------------------------------------------------------------------------------------------
+# One volume through a model: whole or in windows, deterministic or Monte Carlo.
+# --------------------------------------------------------------------------------------------
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _apply(model: Any, variables: Any, images: jax.Array) -> Any:
-  return model.apply(variables, images, train=False)
+def _jit_call(fn, args, images, key):
+  return _call(fn, args, images, key)
+
+
+def volume_logits(
+    apply_fn: Callable[..., Any],
+    variables: Any,
+    image: np.ndarray,
+    *,
+    inference: str = "volume",
+    size_multiple: int | Sequence[int] = 1,
+    window: Sequence[int] | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    blend: str = "gaussian",
+    batch_size: int = 8,
+    mesh: Mesh | None = None,
+    context: int = 0,
+    key: jax.Array | None = None,
+) -> np.ndarray:
+  """Logits ``(x, y, z, K)`` of one volume: the one place every jaxseg prediction goes through.
+
+  Args:
+    apply_fn: ``apply_fn(variables, images[, key]) -> outputs`` (hashable and stable, e.g. a
+      bound method or :class:`ModelApply`, so that repeated calls reuse the compiled program).
+    variables: the model's variables (traced).
+    image: ``(x, y, z)`` or ``(x, y, z, C)``, normalised as in training.
+    inference: ``"slices"``: a 2D model on every axial slice (``(B, x, y, C)`` inputs, with
+      ``context`` neighbouring slices as extra channels); ``"volume"``: a 3D model.
+    size_multiple: the model's required multiple of every spatial side (whole-input mode only).
+    window: None: the whole slice / volume in one call, padded at the end to ``size_multiple``
+      with the volume's minimum (:func:`predict_slices`, :func:`predict_volumes`); a window
+      (2 sides for slices, 3 for a volume; multiples of ``size_multiple``): Gaussian- or
+      constant-weighted sliding windows (:func:`sliding_window_logits`), the way nnU-Net
+      predicts a volume larger than its training patch.
+    overlap, blend: of the sliding windows.
+    batch_size: slices or windows per model call (rounded up to the mesh's devices).
+    mesh: optional device mesh; every batch is sharded over it.
+    context: neighbouring slices per side of a 2.5D model (``inference="slices"``).
+    key: PRNG key of a stochastic pass (``apply_fn`` then takes it as its last argument).
+
+  Returns:
+    float32 ``(x, y, z, K)`` logits on the image's grid.
+  """
+  image = channels_last_volume(image)
+  if inference not in ("slices", "volume"):
+    raise ValueError(f"inference must be 'slices' or 'volume', got {inference!r}")
+  ndim = 2 if inference == "slices" else 3
+  multiples = size_multiples(size_multiple, ndim)
+  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+      batch_size < 1):
+    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  if mesh is not None:
+    batch_size = -(-int(batch_size) // mesh.devices.size) * mesh.devices.size
+  if window is None:
+    fn = lambda x: _jit_call(apply_fn, (variables,), x, key)
+    if inference == "slices":
+      if multiples[0] != multiples[1]:
+        raise ValueError(f"a slice model needs one size multiple, got {size_multiple!r}")
+      batch = min(int(batch_size), image.shape[2])
+      if mesh is not None:
+        batch = -(-batch // mesh.devices.size) * mesh.devices.size
+      return predict_slices(fn, image, batch_size=batch, size_multiple=multiples[0], mesh=mesh,
+                            context=context)
+    return predict_volumes(fn, [image], batch_size=mesh.devices.size if mesh else 1,
+                           size_multiple=multiples, mesh=mesh)[0]
+  window = _window(window, ndim)
+  if any(w % m for w, m in zip(window, multiples)):
+    raise ValueError(f"window {window} must be a multiple of the model's size multiple "
+                     f"{multiples} on every axis")
+  if inference == "slices":
+    images = np.moveaxis(stack_slice_context(image, context), 2, 0)
+  else:
+    images = image[None]
+  logits = sliding_window_logits(apply_fn, images, window=window, overlap=overlap, blend=blend,
+                                 batch_size=batch_size, mesh=mesh, args=(variables,), key=key)
+  return np.moveaxis(logits, 0, 2) if inference == "slices" else logits[0]
+
+
+def mc_volume_probabilities(
+    apply_fn: Callable[..., Any],
+    variables: Any,
+    image: np.ndarray,
+    *,
+    samples: int,
+    key: jax.Array,
+    activation: str,
+    **kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+  r"""Monte-Carlo mean and variance of the probabilities of one volume.
+
+  ``samples`` stochastic passes of :func:`volume_logits` (``apply_fn`` takes a key: dropout on,
+  latents sampled), pass ``s`` with ``jax.random.fold_in(key, s)``; each pass covers the whole
+  volume (every window of a sliding-window pass shares the pass's key, folded per window batch),
+  then :func:`probabilities`, then the moments over passes (Welford, float64):
+  :math:`\bar p = \frac1S \sum_s p^{(s)}`, :math:`\mathrm{Var} = \frac1S \sum_s (p^{(s)} -
+  \bar p)^2` (population variance, as :func:`jaxseg.models.prob_unet3d.mc_predict`).
+
+  Args:
+    kwargs: the keyword arguments of :func:`volume_logits` (inference, window, ...).
+
+  Returns:
+    ``(mean, variance)``, float32, shaped like :func:`probabilities`' output.
+  """
+  if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+    raise ValueError(f"MC samples must be an integer >= 1, got {samples!r}")
+  moments = Moments()
+  for s in range(int(samples)):
+    logits = volume_logits(apply_fn, variables, image, key=jax.random.fold_in(key, s), **kwargs)
+    moments.add(probabilities(logits, activation))
+  return moments.mean, moments.variance
+
+
+class Moments:
+  """Running mean and population variance of arrays (Welford's update, float64)."""
+
+  def __init__(self):
+    self.count = 0
+    self._mean: np.ndarray | None = None
+    self._m2: np.ndarray | None = None
+
+  def add(self, value: np.ndarray) -> None:
+    value = np.asarray(value, np.float64)
+    self.count += 1
+    if self._mean is None:
+      self._mean, self._m2 = value.copy(), np.zeros_like(value)
+      return
+    delta = value - self._mean
+    self._mean += delta / self.count
+    self._m2 += delta * (value - self._mean)
+
+  @property
+  def mean(self) -> np.ndarray:
+    if self._mean is None:
+      raise ValueError("no value was added")
+    return self._mean.astype(np.float32)
+
+  @property
+  def variance(self) -> np.ndarray:
+    if self._m2 is None:
+      raise ValueError("no value was added")
+    return np.maximum(self._m2 / self.count, 0.0).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelApply:
+  """``model.apply`` in inference mode, hashable by its model (a stable jit static argument).
+
+  ``ModelApply(model)(variables, images)``: deterministic pass (``train=False``).
+  ``ModelApply(model, stochastic=True)(variables, images, key)``: a Monte-Carlo pass with
+  dropout on (and, for :class:`jaxseg.models.ProbAttentionUNet3D`, a prior sample):
+  ``mc_dropout=True`` where the model has that switch, else ``train=True`` -- the latter only for
+  models whose training mode differs from inference by dropout alone (no ``batch_stats``; see
+  :func:`check_stochastic`).
+  """
+
+  model: Any
+  stochastic: bool = False
+
+  def __call__(self, variables, images, key=None):
+    if not self.stochastic:
+      return self.model.apply(variables, images, train=False)
+    if _has_mc_switch(self.model):
+      return self.model.apply(variables, images, train=False, mc_dropout=True,
+                              rngs={"dropout": key})
+    return self.model.apply(variables, images, train=True, rngs={"dropout": key})
+
+
+def _has_mc_switch(model: Any) -> bool:
+  return "mc_dropout" in inspect.signature(type(model).__call__).parameters
+
+
+def check_stochastic(model: Any, variables: Any) -> None:
+  """Raises ValueError unless ``model`` has a Monte-Carlo pass (:class:`ModelApply`)."""
+  if _has_mc_switch(model):
+    return
+  config = getattr(model, "config", None)
+  rates = [getattr(config, name, 0.0) or 0.0 for name in
+           ("dropout_rate", "attention_dropout_rate", "final_dropout_rate")]
+  name = type(model).__name__
+  if not any(r > 0 for r in rates):
+    raise ValueError(f"{name} has no dropout, so Monte-Carlo samples would all be equal; "
+                     f"drop --mc-samples")
+  if isinstance(variables, Mapping) and variables.get("batch_stats"):
+    raise ValueError(f"{name} uses batch statistics, so its training-mode pass is not a "
+                     f"dropout sample; drop --mc-samples")
+
+
+CARD = "card"
+"""``window=CARD``: the window the model's card names (its training patch, or the whole input)."""
+
+
+def flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+  """Every subset of ``axes`` (the identity first): the mirrorings of test-time augmentation.
+
+  Three axes give the 8 mirrorings nnU-Net averages for a 3D model; two give 4.
+  """
+  axes = tuple(axes)
+  if len(set(axes)) != len(axes) or not all(
+      isinstance(a, (int, np.integer)) and not isinstance(a, bool) and 0 <= a <= 2
+      for a in axes):
+    raise ValueError(f"flip axes must be distinct spatial axes in 0, 1, 2 (x, y, z), got "
+                     f"{axes!r}")
+  return [tuple(c) for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+_SHARED_CARD_FIELDS = ("activation", "class_names", "channels", "spacing", "normalization",
+                       "inference", "layout", "slice_context")
+
+
+def check_ensemble(cards: Sequence[ModelCard]) -> None:
+  """Raises ValueError unless the models take the same inputs and give the same outputs.
+
+  Members may differ in their ``window`` and ``info`` only (e.g. the K fold models of a study).
+  """
+  for i, card in enumerate(cards[1:], start=1):
+    for field in _SHARED_CARD_FIELDS:
+      if getattr(card, field) != getattr(cards[0], field):
+        raise ValueError(f"ensemble members differ in ModelCard.{field}: model 0 has "
+                         f"{getattr(cards[0], field)!r}, model {i} has {getattr(card, field)!r}; "
+                         f"ensemble models of one study and task only")
+
+
+class Prediction(NamedTuple):
+  """Probabilities of one volume averaged over every pass (members x mirrorings x MC samples).
+
+  ``mean``: ``(x, y, z)`` (sigmoid) or ``(x, y, z, K)`` (softmax) float32 probabilities;
+  ``variance``: the per-voxel population variance of the passes' probabilities (same shape), or
+  None for deterministic passes; ``passes``: how many passes were averaged.
+  """
+
+  mean: np.ndarray
+  variance: np.ndarray | None
+  passes: int
+
+
+def predict_distribution(
+    members: Sequence[tuple[Any, Any, ModelCard]],
+    image: np.ndarray,
+    *,
+    batch_size: int = 8,
+    mesh: Mesh | None = None,
+    window: Any = CARD,
+    overlap: float = DEFAULT_OVERLAP,
+    blend: str = "gaussian",
+    flips: Sequence[int] = (),
+    mc_samples: int = 0,
+    key: jax.Array | None = None,
+) -> Prediction:
+  """Probabilities of one normalised volume from one model or an ensemble, as the cards say.
+
+  Every pass is :func:`volume_logits` (the card's ``inference``, ``slice_context`` and
+  ``window``, or ``window`` when given) followed by :func:`probabilities`
+  (``card.activation``). The passes are averaged *in probability space* (sigmoid or softmax
+  probabilities, never logits): one per ensemble member, per mirroring (:func:`flip_sets` of
+  ``flips``; the input is mirrored, the probabilities mirrored back), and per Monte-Carlo sample
+  (``mc_samples > 0``: stochastic passes of :class:`ModelApply`, member ``m`` and sample ``s``
+  with ``fold_in(fold_in(key, m), s)``). With MC samples the variance over all passes is
+  returned too: the spread of the ensemble-and-dropout predictive distribution.
+
+  Args:
+    members: ``(model, variables, card)`` of each model; their cards must agree
+      (:func:`check_ensemble`).
+    image: ``(x, y, z, C)`` (or ``(x, y, z)`` for one channel) intensities, normalised as in
+      training (:meth:`ModelCard.normalize`).
+    batch_size: slices or windows per model call (rounded up to a multiple of the mesh's
+      devices).
+    mesh: optional device mesh: the variables are replicated and the batches sharded over it.
+    window: :data:`CARD`, None (the whole input in one call) or a window (2 or 3 sides).
+    overlap, blend: of the sliding windows (:func:`sliding_window_logits`).
+    flips: spatial axes (0, 1, 2 = x, y, z) to mirror at test time; ``()``: none.
+    mc_samples: Monte-Carlo passes per member and mirroring (0: deterministic).
+    key: PRNG key of the MC passes (default ``jax.random.key(0)``).
+
+  Returns:
+    A :class:`Prediction`.
+
+  Raises:
+    ValueError: wrong image shape or channel count, disagreeing cards, a model without a
+      stochastic pass asked for MC samples, bad settings, or outputs that do not fit the card.
+  """
+  if not members:
+    raise ValueError("no model to predict with")
+  cards = [card for _, _, card in members]
+  check_ensemble(cards)
+  card0 = cards[0]
+  image = channels_last_volume(image)
+  if image.shape[-1] != card0.num_channels:
+    raise ValueError(f"the model takes {card0.num_channels}-channel images {card0.channels} but "
+                     f"the volume has {image.shape[-1]} channel(s)")
+  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+      batch_size < 1):
+    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  if isinstance(mc_samples, bool) or not isinstance(mc_samples, (int, np.integer)) or (
+      mc_samples < 0):
+    raise ValueError(f"mc_samples must be an integer >= 0, got {mc_samples!r}")
+  mirrorings = flip_sets(flips)
+  key = jax.random.key(0) if key is None else key
+  moments = Moments()
+  for m, (model, variables, card) in enumerate(members):
+    if mc_samples:
+      check_stochastic(model, variables)
+    if mesh is not None:
+      variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
+    else:
+      variables = jax.device_put(variables)
+    kwargs = dict(inference=card.inference, size_multiple=getattr(model, "size_multiple", 1),
+                  window=card.window if isinstance(window, str) and window == CARD else window,
+                  overlap=overlap, blend=blend, batch_size=int(batch_size), mesh=mesh,
+                  context=card.slice_context)
+    for axes in mirrorings:
+      x = np.flip(image, axes) if axes else image
+      keys = ([jax.random.fold_in(jax.random.fold_in(key, m), s) for s in range(mc_samples)]
+              if mc_samples else [None])
+      for k in keys:
+        logits = volume_logits(ModelApply(model, stochastic=k is not None), variables, x, key=k,
+                               **kwargs)
+        if logits.shape[-1] != card.num_outputs:
+          raise ValueError(f"the model gives {logits.shape[-1]} output channel(s) but its card "
+                           f"says {card.num_outputs} ({card.activation}, classes "
+                           f"{card.class_names})")
+        p = probabilities(logits, card.activation)
+        moments.add(np.flip(p, axes) if axes else p)
+  return Prediction(moments.mean, moments.variance if mc_samples else None, moments.count)
 
 
 def predict_probabilities(
@@ -368,65 +972,19 @@ def predict_probabilities(
     variables: Any,
     image: np.ndarray,
     card: ModelCard,
-    *,
-    batch_size: int = 8,
-    mesh: Mesh | None = None,
+    **kwargs: Any,
 ) -> np.ndarray:
-  """Probabilities of one already-normalised volume, as ``card`` says.
+  """Probabilities of one already-normalised volume with one model, as ``card`` says.
 
-  ``card.inference == "slices"``: the model sees the axial slices ``(B, x, y, C)``
-  (:func:`predict_slices`, padded to ``model.size_multiple``; with ``card.slice_context = k``,
-  ``C * (2k + 1)`` channels: each slice with its neighbours); ``"volume"``: the whole volume
-  ``(1, x, y, z, C)`` (:func:`predict_volumes`). The model is called as ``model.apply(variables,
-  images, train=False)`` (jitted, one compile per input shape) and its :func:`final_logits` go
-  through :func:`probabilities` with ``card.activation``.
-
-  Args:
-    model: a Flax module; its ``size_multiple`` attribute (1 if absent; an int, or ``(mx, my,
-      mz)`` for a 3D model) is what the inputs are padded to.
-    variables: the model's variables.
-    image: ``(x, y, z, C)`` (or ``(x, y, z)`` for one channel) intensities, normalised as in
-      training (:meth:`ModelCard.normalize`).
-    card: the model's card.
-    batch_size: slices per call for a 2D model (fewer when the volume has fewer slices); a 3D
-      model gets one volume per call. With a mesh, rounded up to a multiple of its devices.
-    mesh: optional device mesh: the variables are replicated and the batches sharded over it.
+  :func:`predict_distribution` with one member: ``card.inference == "slices"``: the model sees
+  the axial slices ``(B, x, y, C)`` (``C * (2k + 1)`` channels with ``card.slice_context = k``);
+  ``"volume"``: ``(B, x, y, z, C)``; in both, the whole slice / volume padded to
+  ``model.size_multiple`` (``card.window`` None) or Gaussian-weighted sliding windows of
+  ``card.window``. Keyword arguments as :func:`predict_distribution` (``batch_size``, ``mesh``,
+  ``window``, ``overlap``, ``blend``, ``flips``).
 
   Returns:
     float32 ``(x, y, z)`` foreground probabilities (sigmoid) or ``(x, y, z, K)`` class
     probabilities (softmax).
-
-  Raises:
-    ValueError: wrong image shape or channel count, bad batch size, or model outputs that do
-      not fit the card.
   """
-  image = channels_last_volume(image)
-  if image.shape[-1] != card.num_channels:
-    raise ValueError(f"the model takes {card.num_channels}-channel images {card.channels} but "
-                     f"the volume has {image.shape[-1]} channel(s)")
-  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-      batch_size < 1):
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-  items = image.shape[2] if card.inference == "slices" else 1
-  batch = min(int(batch_size), items)
-  if mesh is not None:
-    n_dev = mesh.devices.size
-    batch = -(-batch // n_dev) * n_dev
-    variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
-  else:
-    variables = jax.device_put(variables)
-  logits_fn = lambda x: _apply(model, variables, x)
-  multiple = getattr(model, "size_multiple", 1)
-  if card.inference == "slices":
-    (m_x, m_y) = size_multiples(multiple, 2)
-    if m_x != m_y:
-      raise ValueError(f"a slice model needs one size multiple, got {multiple!r}")
-    logits = predict_slices(logits_fn, image, batch_size=batch, size_multiple=m_x, mesh=mesh,
-                            context=card.slice_context)
-  else:
-    logits = predict_volumes(logits_fn, [image], batch_size=batch, size_multiple=multiple,
-                             mesh=mesh)[0]
-  if logits.shape[-1] != card.num_outputs:
-    raise ValueError(f"the model gives {logits.shape[-1]} output channel(s) but its card says "
-                     f"{card.num_outputs} ({card.activation}, classes {card.class_names})")
-  return probabilities(logits, card.activation)
+  return predict_distribution([(model, variables, card)], image, **kwargs).mean

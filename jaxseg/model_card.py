@@ -39,6 +39,10 @@ Fields:
   ``slice_context`` neighbours on each side as extra channels
   (:func:`jaxseg.inference.stack_slice_context`), ``len(channels) * (2 * slice_context + 1)``
   channels in all; 0 for a plain 2D model.
+* ``window``: the window the model predicts through, its training patch size (2 sides for
+  ``"slices"``, 3 for ``"volume"``): an input larger than it is covered by overlapping windows
+  blended with Gaussian weights (:func:`jaxseg.inference.sliding_window_logits`, nnU-Net's
+  inference); None: the whole slice or volume in one call.
 * ``info``: free provenance (study, loss, best epoch, fold, held-out cases...), JSON-able; never
   read by prediction.
 """
@@ -105,7 +109,7 @@ def _is_number(value: Any) -> bool:
 
 #: Fields added after the first card format, with the value an older card means by leaving them
 #: out (a card without ``slice_context`` was exported before 2.5D models existed: plain 2D).
-_ADDED_LATER = {"slice_context": 0}
+_ADDED_LATER = {"slice_context": 0, "window": None}
 
 
 def _choice(field: str, value: Any, allowed: Sequence[str]) -> str:
@@ -142,6 +146,19 @@ def _spacing(value: Any) -> tuple[float, float, float] | None:
     raise ValueError(f"ModelCard.spacing must be None or 3 numbers (mm), got {value!r}")
   spacing = validate_spacing(value, name="ModelCard.spacing")
   return tuple(spacing.tolist())  # type: ignore[return-value]
+
+
+def _window(value: Any, ndim: int) -> tuple[int, ...] | None:
+  if value is None:
+    return None
+  if isinstance(value, np.ndarray):
+    value = value.tolist()
+  if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != ndim
+      or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+                 for v in value)):
+    raise ValueError(f"ModelCard.window must be None or {ndim} positive ints (one per spatial "
+                     f"axis of a {'slice' if ndim == 2 else 'volume'} model), got {value!r}")
+  return tuple(int(v) for v in value)
 
 
 def _normalization_entry(value: Any, field: str) -> dict[str, Any]:
@@ -236,6 +253,7 @@ class ModelCard:
     inference: ``"slices"`` or ``"volume"``.
     layout: ``"xyz"`` or ``"zyx"``, the axis order of the training data's ``.npy`` files.
     slice_context: neighbouring slices on each side as extra channels (2.5D; 0: none).
+    window: sliding-window size (the training patch), or None for whole-input inference.
     info: free JSON-able provenance, never read by prediction.
   """
 
@@ -247,6 +265,7 @@ class ModelCard:
   inference: str
   layout: str = "xyz"
   slice_context: int = 0
+  window: tuple[int, ...] | None = None
   info: dict = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
@@ -278,12 +297,13 @@ class ModelCard:
     if context and inference != "slices":
       raise ValueError(f"ModelCard.slice_context = {context} needs inference 'slices' (a 2.5D "
                        f"model), got {inference!r}")
+    window = _window(self.window, 2 if inference == "slices" else 3)
     if not isinstance(self.info, Mapping):
       raise ValueError(f"ModelCard.info must be a dict, got {self.info!r}")
     info = _jsonable(self.info, "info")
     for k, v in (("class_names", class_names), ("channels", channels), ("spacing", spacing),
                  ("normalization", norm), ("inference", inference), ("layout", layout),
-                 ("slice_context", int(context)), ("info", info)):
+                 ("slice_context", int(context)), ("window", window), ("info", info)):
       set_(k, v)
 
   @property
@@ -358,6 +378,7 @@ class ModelCard:
         "inference": self.inference,
         "layout": self.layout,
         "slice_context": self.slice_context,
+        "window": None if self.window is None else list(self.window),
         "info": json.loads(json.dumps(self.info)),
     }
 

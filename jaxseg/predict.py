@@ -2,18 +2,23 @@
 
 Usage::
 
-  python -m jaxseg.predict --checkpoint CKPT --input IN --output OUT \\
-      [--batch-size N] [--threshold 0.5] [--probabilities] [--spacing SX SY SZ] \\
-      [--npy-axes {xyz,zyx}] [--largest-component]
+  python -m jaxseg.predict --checkpoint CKPT [--checkpoint CKPT ...] --input IN [--input IN ...]
+      --output OUT [--batch-size N] [--threshold 0.5] [--probabilities] [--spacing SX SY SZ] \\
+      [--npy-axes {xyz,zyx}] [--largest-component] [--window N N [N] | whole] [--overlap 0.5] \\
+      [--blend {gaussian,constant}] [--tta {none,flips}] [--flip-axes AXIS ...] \\
+      [--mc-samples N] [--seed S]
 
-``CKPT`` is a directory written by :func:`jaxseg.train.checkpoint.save_model`: every model a study
-exports works -- 2D models applied slice by slice (``UNet2D`` with a softmax or a sigmoid output,
-``TransUNet`` with its deep-supervision heads, of which the last, full-resolution one is used) and
-3D models applied to the whole volume (``ProbAttentionUNet3D``, deterministic pass: prior mean, no
-dropout). Everything about the inputs comes from the model's card
+``CKPT`` is a directory written by :func:`jaxseg.train.checkpoint.save_model`, or a directory of
+them (every exported model below it: a study's ``models/<loss>`` with one per fold); several
+models form an *ensemble* whose probabilities are averaged (their cards must agree on inputs and
+outputs, :func:`jaxseg.inference.check_ensemble`). Every model a study exports works -- 2D models
+applied slice by slice (``UNet2D`` with a softmax or a sigmoid output, ``TransUNet`` with its
+deep-supervision heads, of which the last, full-resolution one is used) and 3D models
+(``ProbAttentionUNet3D``, deterministic pass: prior mean, no dropout) in sliding windows of their
+training patch. Everything about the inputs comes from the model's card
 (:class:`jaxseg.model_card.ModelCard`, validated once when the checkpoint is loaded): input
-channels, training spacing, per-channel normalisation, inference kind (slices / volume),
-activation, class names, and the axis order of ``.npy`` inputs.
+channels, training spacing, per-channel normalisation, inference kind (slices / volume), the
+inference window, activation, class names, and the axis order of ``.npy`` inputs.
 
 ``IN`` is a NIfTI file (``.nii``, ``.nii.gz``) or a ``.npy`` file. A NIfTI volume is in voxel
 order ``(x, y, z)`` (axial slices along the last axis, docs/developing.md). A ``.npy`` array is
@@ -23,8 +28,11 @@ in the card's ``layout`` unless ``--npy-axes`` says otherwise: ``xyz`` like NIfT
 output has the input's shape and its slice ``k`` is the prediction of input slice ``k``). A
 single-channel model takes a 3D volume; a trailing singleton axis (``(x, y, z, 1)``) is accepted
 and kept in the output. A multi-channel model (e.g. T2W, DWI, ADC) takes one file with a trailing
-channel axis, ``(x, y, z, C)`` (``(z, y, x, C)`` for ``zyx``), the channels in the card's order;
-anything else is an error. ``OUT`` is written in the input's format, on the input's grid and in
+channel axis, ``(x, y, z, C)`` (``(z, y, x, C)`` for ``zyx``), the channels in the card's order,
+or one 3D NIfTI file per channel (``--input`` repeated, in the card's order): each channel after
+the first is resampled onto the first file's grid through the two affines (linear,
+:func:`jaxseg.data.preprocess.resample_to_reference`, zero outside its field of view), and the
+output is written on the first file's grid; anything else is an error. ``OUT`` is written in the input's format, on the input's grid and in
 its axis order (the channel axis of a multi-channel input is dropped from labels); a NIfTI output
 is built from the input's header, so it keeps the affine, the qform/sform codes, the voxel sizes
 and the orientation; only the data type (``uint8`` labels, ``float32`` probabilities) and the
@@ -47,10 +55,15 @@ Algorithm (:func:`predict_volume`) for an image of voxel spacing ``s`` and train
    applies to ``.npy`` inputs only; NIfTI spacing is read from the header (``pixdim``).
 2. Normalise every channel as in training (:meth:`ModelCard.normalize`: percentile clip +
    z-score, division by a scale such as ``ADC_SCALE``, or none).
-3. Probabilities with :func:`jaxseg.inference.predict_probabilities`: logits of every axial
-   slice (``inference="slices"``) or of the whole volume (``"volume"``), padded to the model's
-   ``size_multiple`` and cropped back, ``model.apply(variables, x, train=False)``; then
-   ``sigmoid`` of the single channel or ``softmax`` over the classes (``card.activation``).
+3. Probabilities with :func:`jaxseg.inference.predict_distribution`: for every model, mirroring
+   (``--tta flips``: every subset of ``--flip-axes``, by default of the model's spatial axes, 4
+   for 2D, 8 for 3D) and MC sample
+   (``--mc-samples``), the logits of :func:`jaxseg.inference.volume_logits` -- every axial slice
+   (``inference="slices"``) or the volume (``"volume"``), either whole (padded to the model's
+   ``size_multiple`` and cropped back) or in Gaussian-weighted sliding windows of the card's
+   ``window`` (``--window`` overrides it) with ``--overlap`` -- then ``sigmoid`` of the single
+   channel or ``softmax`` over the classes (``card.activation``); the probabilities of all the
+   passes are averaged, and with MC samples their per-voxel variance is kept too.
 4. If the image was resampled, resample the *probabilities* back onto the input grid (linear,
    with the input's shape given explicitly, so the output has exactly the input's shape), then
    threshold (sigmoid: foreground where ``p > threshold``) / argmax (softmax, ties to the lower
@@ -61,6 +74,10 @@ Algorithm (:func:`predict_volume`) for an image of voxel spacing ``s`` and train
 5. With ``--largest-component``, each foreground class keeps only its largest connected
    component (:func:`jaxseg.inference.keep_largest_component`, nnU-Net's post-processing; labels
    only).
+6. With ``--mc-samples N``, ``OUT_mean``, ``OUT_variance`` and ``OUT_entropy`` (the output's name
+   with ``_mean`` etc. before its extension) hold the mean probabilities, their variance over
+   all passes (same shape) and the predictive entropy of the mean (nats, one value per voxel),
+   all on the input grid.
 """
 
 from __future__ import annotations
@@ -81,13 +98,18 @@ import nibabel as nib
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxseg.data.preprocess import load_nifti, read_nifti, resample, validate_spacing
-from jaxseg.inference import (channels_last_volume, final_logits, keep_largest_component,
-                              predict_probabilities, size_multiples)
+from jaxseg.data.preprocess import (load_nifti, read_nifti, resample, resample_to_reference,
+                                    validate_spacing)
+from jaxseg.inference import (BLENDS, CARD, DEFAULT_OVERLAP, channels_last_volume,
+                              check_ensemble, check_stochastic, final_logits,
+                              keep_largest_component, predict_distribution, size_multiples)
 from jaxseg.model_card import LAYOUTS, ModelCard
 
 __all__ = [
+    "Options",
+    "model_directories",
     "SPACING_RTOL",
+    "Segmentation",
     "main",
     "predict_volume",
 ]
@@ -107,6 +129,18 @@ _PROG = "jaxseg.predict"
 
 def _apply(model: Any, variables: Any, images: jax.Array) -> Any:
   return model.apply(variables, images, train=False)
+
+
+def _check_window(model: Any, card: ModelCard, window: tuple[int, ...]) -> None:
+  """Raises ValueError unless ``window`` fits the model (sides, size multiple)."""
+  ndim = 2 if card.inference == "slices" else 3
+  if len(window) != ndim:
+    raise ValueError(f"--window needs {ndim} sizes for a {'2D' if ndim == 2 else '3D'} model, "
+                     f"got {len(window)}")
+  multiples = size_multiples(getattr(model, "size_multiple", 1), ndim)
+  if any(w % m for w, m in zip(window, multiples)):
+    raise ValueError(f"--window {' '.join(map(str, window))} must be a multiple of the model's "
+                     f"size multiple {multiples} on every axis")
 
 
 def _check_model(model: Any, variables: Any, card: ModelCard) -> None:
@@ -139,26 +173,75 @@ def _check_model(model: Any, variables: Any, card: ModelCard) -> None:
                      f"{card.class_names})")
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """How :func:`predict_volume` turns a volume into probabilities (the CLI's flags).
+
+  Attributes:
+    batch_size: slices or windows per model call.
+    threshold: foreground threshold on a sigmoid probability.
+    window: :data:`jaxseg.inference.CARD` (the card's window), None (the whole slice or volume
+      in one call) or a window (2 or 3 sides).
+    overlap: overlap of neighbouring sliding windows, in [0, 1).
+    blend: ``"gaussian"`` or ``"constant"`` window weights.
+    tta: test-time mirroring over ``flip_axes`` (None: every spatial axis of the model,
+      in-plane for 2D models).
+    flip_axes: the axes (0, 1, 2 = x, y, z) mirrored with ``tta``.
+    mc_samples: Monte-Carlo passes per model (0: deterministic).
+    seed: seed of the Monte-Carlo passes.
+  """
+
+  batch_size: int = 16
+  threshold: float = 0.5
+  window: Any = CARD
+  overlap: float = DEFAULT_OVERLAP
+  blend: str = "gaussian"
+  tta: bool = False
+  flip_axes: tuple[int, ...] | None = None
+  mc_samples: int = 0
+  seed: int = 0
+
+
+@dataclasses.dataclass
+class Segmentation:
+  """A volume's result on the input grid: labels, mean probabilities, and MC moments."""
+
+  labels: np.ndarray
+  probs: np.ndarray
+  variance: np.ndarray | None
+  resampled: bool
+  passes: int
+
+  @property
+  def entropy(self) -> np.ndarray:
+    """Predictive entropy (nats) of the mean probabilities, per voxel."""
+    p = np.clip(self.probs.astype(np.float64), 1e-12, 1.0)
+    if self.probs.ndim == self.labels.ndim:  # sigmoid: binary entropy
+      q = np.clip(1.0 - self.probs.astype(np.float64), 1e-12, 1.0)
+      h = -(p * np.log(p) + q * np.log(q))
+    else:
+      h = -np.sum(p * np.log(p), axis=-1)
+    return np.maximum(h, 0.0).astype(np.float32)
+
+
 def _segment(
-    model: Any,
-    variables: Any,
-    card: ModelCard,
+    members: Sequence[tuple[Any, Any, ModelCard]],
     image: np.ndarray,
     spacing: Sequence[float] | None,
+    options: Options,
     *,
-    batch_size: int,
-    threshold: float,
     mesh: Mesh | None,
-) -> tuple[np.ndarray, np.ndarray, bool]:
-  """``(labels, probabilities, resampled)`` of one volume; see :func:`predict_volume`."""
+) -> Segmentation:
+  """One volume through the models; see :func:`predict_volume`."""
+  card = members[0][2]
   image = channels_last_volume(image)
   if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
     raise ValueError(f"image must be real-valued, got dtype {image.dtype}")
-  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-      batch_size < 1):
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-  if not 0.0 <= threshold <= 1.0:
-    raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+  if isinstance(options.batch_size, bool) or not isinstance(
+      options.batch_size, (int, np.integer)) or options.batch_size < 1:
+    raise ValueError(f"batch_size must be a positive integer, got {options.batch_size!r}")
+  if not 0.0 <= options.threshold <= 1.0:
+    raise ValueError(f"threshold must be in [0, 1], got {options.threshold}")
   grid = image.shape[:3]
   channels = image.shape[3]
   if channels != card.num_channels:
@@ -173,19 +256,29 @@ def _segment(
     image = np.stack([resample(image[..., c], spacing, target, order=1)
                       for c in range(channels)], axis=-1)
   image = card.normalize(image)
-  probs = predict_probabilities(model, variables, image, card, batch_size=int(batch_size),
-                                mesh=mesh)
+  flips = (() if not options.tta else options.flip_axes if options.flip_axes is not None
+           else range(2 if card.inference == "slices" else 3))
+  pred = predict_distribution(
+      members, image, batch_size=int(options.batch_size), mesh=mesh, window=options.window,
+      overlap=options.overlap, blend=options.blend, flips=tuple(flips),
+      mc_samples=options.mc_samples, key=jax.random.key(options.seed))
+
+  def back(a):
+    """Probability-like maps back onto the input grid (linear; class axis last)."""
+    if not resampled or a is None:
+      return a
+    if a.ndim == 3:
+      return resample(a, target, spacing, order=1, shape=grid).astype(np.float32)
+    return np.stack([resample(a[..., j], target, spacing, order=1, shape=grid)
+                     for j in range(a.shape[-1])], axis=-1).astype(np.float32)
+
+  probs, variance = back(pred.mean), back(pred.variance)
   if card.activation == "sigmoid":
-    if resampled:
-      probs = resample(probs, target, spacing, order=1, shape=grid).astype(np.float32)
-    labels = (probs > threshold).astype(np.uint8)
+    labels = (probs > options.threshold).astype(np.uint8)
   else:
     k = probs.shape[-1]
-    if resampled:
-      probs = np.stack([resample(probs[..., j], target, spacing, order=1, shape=grid)
-                        for j in range(k)], axis=-1).astype(np.float32)
     labels = np.argmax(probs, axis=-1).astype(np.uint8 if k <= 256 else np.int32)
-  return labels, probs, bool(resampled)
+  return Segmentation(labels, probs, variance, bool(resampled), pred.passes)
 
 
 def predict_volume(
@@ -199,6 +292,10 @@ def predict_volume(
     threshold: float = 0.5,
     probabilities: bool = False,
     mesh: Mesh | None = None,
+    window: Any = CARD,
+    overlap: float = DEFAULT_OVERLAP,
+    blend: str = "gaussian",
+    tta: bool = False,
 ) -> np.ndarray:
   """Segments one volume as the model's card says (module docstring).
 
@@ -213,11 +310,13 @@ def predict_volume(
       ``card.channels`` order.
     spacing: the image's voxel spacing in mm, or None to assume the training spacing (no
       resampling).
-    batch_size: slices per model call for a 2D model (fewer if the volume has fewer slices); a
-      3D model gets one volume per call.
+    batch_size: slices or windows per model call.
     threshold: foreground threshold on the sigmoid probability (sigmoid models only).
     probabilities: return probabilities instead of labels.
     mesh: optional device mesh to shard the model's inputs over.
+    window: the card's window (default), None (whole input) or a window.
+    overlap, blend: of the sliding windows.
+    tta: average over the mirrorings of every spatial axis of the model.
 
   Returns:
     ``(x, y, z)`` labels (uint8; int32 beyond 256 classes) on the input grid, or with
@@ -231,9 +330,10 @@ def predict_volume(
   if not isinstance(card, ModelCard):
     raise ValueError(f"card must be a jaxseg.model_card.ModelCard, got {type(card).__name__}")
   _check_model(model, variables, card)
-  labels, probs, _ = _segment(model, variables, card, image, spacing,
-                              batch_size=batch_size, threshold=threshold, mesh=mesh)
-  return probs if probabilities else labels
+  options = Options(batch_size=batch_size, threshold=threshold, window=window, overlap=overlap,
+                    blend=blend, tta=tta)
+  result = _segment([(model, variables, card)], image, spacing, options, mesh=mesh)
+  return result.probs if probabilities else result.labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,11 +441,53 @@ def _read(path: str, card: ModelCard, npy_spacing: Sequence[float] | None,
   return _Source(data, spacing, kind, shape, layout, None)
 
 
+def _read_case(paths: Sequence[str], card: ModelCard, npy_spacing: Sequence[float] | None,
+               npy_axes: str | None) -> _Source:
+  """One case from one file, or from one NIfTI file per channel in the card's order.
+
+  Several files: each is a 3D NIfTI volume; every channel after the first is resampled onto the
+  first one's grid through the two affines (linear, :func:`resample_to_reference`; zero outside
+  its field of view), so e.g. a 2 x 2 x 3 mm ADC map joins its 0.5 x 0.5 x 3 mm T2W. The result
+  is written on the first file's grid with its header.
+  """
+  if len(paths) == 1:
+    return _read(paths[0], card, npy_spacing, npy_axes)
+  if len(paths) != card.num_channels:
+    raise ValueError(f"{len(paths)} input files for a model of {card.num_channels} channel(s) "
+                     f"{card.channels}; give one file per channel, in that order")
+  channels, reference = [], None
+  for path, name in zip(paths, card.channels):
+    if _kind(path) != "nifti":
+      raise ValueError(f"{path}: one file per channel needs NIfTI files (their affines put the "
+                       f"channels on one grid), got {os.path.basename(path)}")
+    if not os.path.isfile(path):
+      raise ValueError(f"{path}: no such file")
+    data, spacing, affine = load_nifti(path)
+    if reference is None:
+      reference = (data.shape, spacing, affine, nib.load(path))
+      channels.append(np.asarray(data, np.float32))
+      continue
+    channels.append(resample_to_reference(np.asarray(data, np.float32), affine,
+                                          reference_shape=reference[0],
+                                          reference_affine=reference[2], order=1))
+  shape, spacing, _, img = reference
+  return _Source(np.stack(channels, axis=-1), spacing, "nifti", tuple(shape), "xyz", img)
+
+
+def _derived(path: str, tag: str) -> str:
+  """``case.nii.gz`` -> ``case_<tag>.nii.gz`` (the extra maps of an MC prediction)."""
+  for suffix in (*NIFTI_SUFFIXES, *NUMPY_SUFFIXES):
+    if path.lower().endswith(suffix):
+      return f"{path[:-len(suffix)]}_{tag}{path[-len(suffix):]}"
+  return f"{path}_{tag}"
+
+
 def _write(path: str, data: np.ndarray, source: _Source) -> None:
   """Writes ``data`` (``(x, y, z[, K])``) like ``source`` (format, axis order, shape, header)."""
   data = _from_xyz(data, source.layout)
-  grid = _from_xyz(source.image, source.layout).shape
-  if data.shape == grid and data.shape != source.shape:
+  spatial = _from_xyz(source.image, source.layout).shape[:3]
+  if (data.shape == spatial and source.shape[:3] == spatial and len(source.shape) > 3
+      and all(s == 1 for s in source.shape[3:])):
     data = data.reshape(source.shape)  # restore trailing singleton axes
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
@@ -378,17 +520,21 @@ def _write(path: str, data: np.ndarray, source: _Source) -> None:
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog=f"python -m {_PROG}",
-      description="Segment NIfTI / .npy volumes with an exported jaxseg model (2D models slice "
-                  "by slice, 3D models on the whole volume), as its model card says.")
-  p.add_argument("--checkpoint", required=True,
-                 help="directory written by jaxseg.train.checkpoint.save_model")
-  p.add_argument("--input", required=True,
+      description="Segment NIfTI / .npy volumes with exported jaxseg models (2D models slice "
+                  "by slice, 3D models in sliding windows), as their model cards say.")
+  p.add_argument("--checkpoint", required=True, action="append",
+                 help="directory written by jaxseg.train.checkpoint.save_model, or a directory "
+                      "of them (e.g. a study's models/<loss> with one per fold); repeat it or "
+                      "give a directory to ensemble the models (probabilities averaged)")
+  p.add_argument("--input", required=True, action="append",
                  help=".nii / .nii.gz / .npy volume, or a directory of them; a multi-channel "
-                      "model takes one file with a trailing channel axis in its card's order")
+                      "model takes one file with a trailing channel axis, or one NIfTI file per "
+                      "channel (repeat --input, in the card's channel order; resampled onto the "
+                      "first one's grid through their affines)")
   p.add_argument("--output", required=True,
                  help="output file (same format as the input), or a directory")
   p.add_argument("--batch-size", type=int, default=16,
-                 help="slices per model call of a 2D model (16); a 3D model takes one volume")
+                 help="slices or windows per model call (16)")
   p.add_argument("--threshold", type=float, default=0.5,
                  help="foreground threshold of sigmoid models (0.5)")
   p.add_argument("--probabilities", action="store_true",
@@ -403,6 +549,26 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--largest-component", action="store_true",
                  help="keep only the largest connected component of each foreground class "
                       "(nnU-Net's post-processing; labels only)")
+  p.add_argument("--window", nargs="+", default=None, metavar="N",
+                 help="sliding-window size (2 sides for a 2D model, 3 for a 3D one), or 'whole' "
+                      "for the whole slice / volume in one call; default: the model card's "
+                      "window (its training patch)")
+  p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                 help="overlap of neighbouring windows, in [0, 1) (0.5)")
+  p.add_argument("--blend", choices=BLENDS, default="gaussian",
+                 help="window weights: gaussian (sigma = window / 8, nnU-Net) or constant")
+  p.add_argument("--tta", choices=("none", "flips"), default="none",
+                 help="test-time augmentation: 'flips' averages the probabilities over every "
+                      "mirroring of --flip-axes (default all of the model's spatial axes: 4 "
+                      "mirrorings for 2D, 8 for 3D models)")
+  p.add_argument("--flip-axes", type=int, nargs="+", choices=(0, 1, 2), default=None,
+                 metavar="AXIS",
+                 help="axes (0 = x, 1 = y, 2 = z) --tta flips mirrors; best the axes the model "
+                      "was trained to flip (a study's card lists them in info.trained_flip_axes)")
+  p.add_argument("--mc-samples", type=int, default=0, metavar="N",
+                 help="Monte-Carlo passes per model (dropout on, latent sampled); also writes "
+                      "<output>_mean, _variance and _entropy maps (0: deterministic)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo passes (0)")
   return p
 
 
@@ -416,8 +582,17 @@ def _fail(where: str, error: BaseException | str) -> None:
   print(f"{_PROG}: error: {where}: {message}", file=sys.stderr, flush=True)
 
 
-def _jobs(inp: str, out: str) -> list[tuple[str, str]]:
-  """``(input, output)`` file pairs; raises ValueError for a bad input/output combination."""
+def _jobs(inputs: Sequence[str], out: str) -> list[tuple[list[str], str]]:
+  """``(input files, output)`` pairs; raises ValueError for a bad input/output combination."""
+  if len(inputs) > 1:
+    for inp in inputs:
+      if os.path.isdir(inp):
+        raise ValueError(f"{inp} is a directory: several --input must be the channel files of "
+                         f"one case")
+    if os.path.isdir(out):
+      out = os.path.join(out, os.path.basename(inputs[0]))
+    return [(list(inputs), out)]
+  inp = inputs[0]
   if os.path.isdir(inp):
     if os.path.exists(out) and not os.path.isdir(out):
       raise ValueError(f"--input {inp} is a directory, so --output {out} must be one too")
@@ -431,36 +606,82 @@ def _jobs(inp: str, out: str) -> list[tuple[str, str]]:
       if _kind(src) is None:
         print(f"{_PROG}: skipping {src}: unsupported file extension", file=sys.stderr)
         continue
-      jobs.append((src, os.path.join(out, name)))
+      jobs.append(([src], os.path.join(out, name)))
     if not jobs:
       raise ValueError(f"{inp}: no .nii, .nii.gz or .npy file in the directory")
     return jobs
   if os.path.isdir(out):
     out = os.path.join(out, os.path.basename(inp))
-  return [(inp, out)]
+  return [([inp], out)]
 
 
-def _run_file(src: str, dst: str, model: Any, variables: Any, card: ModelCard,
-              args: argparse.Namespace) -> None:
+def model_directories(paths: Sequence[str]) -> list[str]:
+  """Exported model directories named by ``paths``: each one itself, or every exported model
+  below it (sorted), e.g. a study's ``models/<loss>`` holding ``fold0 .. fold4``.
+
+  Raises:
+    ValueError: a path that does not exist or holds no exported model.
+  """
+  from jaxseg.train.checkpoint import MODEL_FILE  # pylint: disable=import-outside-toplevel
+  found = []
+  for path in paths:
+    if not os.path.isdir(path):
+      raise ValueError(f"{path}: no such directory")
+    if os.path.isfile(os.path.join(path, MODEL_FILE)):
+      found.append(path)
+      continue
+    below = sorted(root for root, _, files in os.walk(path) if MODEL_FILE in files)
+    if not below:
+      raise ValueError(f"{path}: not an exported jaxseg model ({MODEL_FILE} and variables/ "
+                       f"written by jaxseg.train.checkpoint.save_model), nor a directory of them")
+    found.extend(below)
+  return found
+
+
+def _window_option(values: Sequence[str] | None) -> Any:
+  if values is None:
+    return CARD
+  if len(values) == 1 and values[0] == "whole":
+    return None
+  try:
+    window = tuple(int(v) for v in values)
+  except ValueError:
+    window = ()
+  if len(window) not in (2, 3) or min(window) < 1:
+    raise ValueError(f"expected 2 or 3 positive sizes or 'whole', got {' '.join(values)}")
+  return window
+
+
+def _run_file(srcs: Sequence[str], dst: str, members: Sequence[tuple[Any, Any, ModelCard]],
+              options: Options, args: argparse.Namespace) -> None:
   tic = time.perf_counter()
-  kind = _require_kind(src)
+  kind = _require_kind(srcs[0])
   if _kind(dst) != kind:
     want = ".nii or .nii.gz" if kind == "nifti" else ".npy"
     raise ValueError(f"output {dst} must be a {want} file like the input")
-  source = _read(src, card, args.spacing, args.npy_axes)
-  labels, probs, resampled = _segment(model, variables, card, source.image, source.spacing,
-                                      batch_size=args.batch_size, threshold=args.threshold,
-                                      mesh=None)
+  card = members[0][2]
+  source = _read_case(srcs, card, args.spacing, args.npy_axes)
+  result = _segment(members, source.image, source.spacing, options, mesh=None)
+  labels = result.labels
   if args.largest_component:
     labels = keep_largest_component(labels)
-  _write(dst, probs if args.probabilities else labels, source)
+  _write(dst, result.probs if args.probabilities else labels, source)
+  extra = ""
+  if options.mc_samples:
+    for tag, data in (("mean", result.probs), ("variance", result.variance),
+                      ("entropy", result.entropy)):
+      _write(_derived(dst, tag), data, source)
+    extra = f", {result.passes} passes -> {_derived(dst, '{mean,variance,entropy}')}"
+  elif result.passes > 1:
+    extra = f", {result.passes} passes averaged"
   note = ""
-  if resampled:
+  if result.resampled:
     s = "x".join(f"{v:g}" for v in source.spacing)
     t = "x".join(f"{v:g}" for v in card.spacing)
     note = f", resampled {s} -> {t} mm and back"
   fraction = float(np.count_nonzero(labels)) / labels.size
-  print(f"{src} -> {dst}: shape {source.shape}, foreground {fraction:.4f}{note}, "
+  name = srcs[0] if len(srcs) == 1 else " + ".join(srcs)
+  print(f"{name} -> {dst}: shape {source.shape}, foreground {fraction:.4f}{note}{extra}, "
         f"{time.perf_counter() - tic:.2f} s", flush=True)
 
 
@@ -477,8 +698,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
     _fail("--threshold", f"must be in [0, 1], got {args.threshold}")
     return 2
+  if not (math.isfinite(args.overlap) and 0.0 <= args.overlap < 1.0):
+    _fail("--overlap", f"must be in [0, 1), got {args.overlap}")
+    return 2
+  if args.mc_samples < 0:
+    _fail("--mc-samples", f"must be an integer >= 0, got {args.mc_samples}")
+    return 2
+  if args.flip_axes is not None and args.tta != "flips":
+    _fail("--flip-axes", "chooses the axes of --tta flips; add --tta flips or drop it")
+    return 2
   if args.largest_component and args.probabilities:
     _fail("--largest-component", "applies to labels; drop it or --probabilities")
+    return 2
+  try:
+    window = _window_option(args.window)
+  except ValueError as e:
+    _fail("--window", e)
     return 2
   if args.spacing is not None:
     try:
@@ -486,30 +721,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
       _fail("--spacing", e)
       return 2
-  if not os.path.exists(args.input):
-    _fail(args.input, "no such file or directory")
-    return 2
+  for inp in args.input:
+    if not os.path.exists(inp):
+      _fail(inp, "no such file or directory")
+      return 2
   try:
     jobs = _jobs(args.input, args.output)
   except ValueError as e:
-    _fail(args.input, e)
+    _fail(args.input[0], e)
     return 2
 
   from jaxseg.train.checkpoint import load_model  # pylint: disable=import-outside-toplevel
+  members = []
+  where = " ".join(args.checkpoint)
   try:
-    model, variables, card = load_model(args.checkpoint)
-    variables = jax.device_put(variables)
-    _check_model(model, variables, card)
+    for directory in model_directories(args.checkpoint):
+      where = directory
+      model, variables, card = load_model(directory)
+      variables = jax.device_put(variables)
+      _check_model(model, variables, card)
+      if isinstance(window, tuple):
+        _check_window(model, card, window)
+      members.append((model, variables, card))
+    where = " ".join(args.checkpoint)
+    check_ensemble([card for _, _, card in members])
+    if args.mc_samples:
+      for model, variables, _ in members:
+        check_stochastic(model, variables)
   except Exception as e:  # orbax / nibabel raise many types for a bad checkpoint.
-    _fail(f"checkpoint {args.checkpoint}", e)
+    _fail(f"checkpoint {where}", e)
     return 2
+  options = Options(batch_size=args.batch_size, threshold=args.threshold, window=window,
+                    overlap=args.overlap, blend=args.blend, tta=args.tta == "flips",
+                    flip_axes=None if args.flip_axes is None else tuple(args.flip_axes),
+                    mc_samples=args.mc_samples, seed=args.seed)
+  if len(members) > 1:
+    print(f"ensemble of {len(members)} models (probabilities averaged)", flush=True)
 
   status = 0
-  for src, dst in jobs:
+  for srcs, dst in jobs:
     try:
-      _run_file(src, dst, model, variables, card, args)
+      _run_file(srcs, dst, members, options, args)
     except (ValueError, OSError) as e:
-      _fail(src, e)
+      _fail(srcs[0], e)
       status = 2
   return status
 

@@ -357,7 +357,7 @@ def test_predict_volume_equals_model_apply_on_normalised_slices(model, seed):
   # Reference: normalise the whole volume, stack the axial slices, one call of model.apply.
   norm = normalize_intensity(image, lower=0.5, upper=99.5)
   slices = np.moveaxis(norm, 2, 0)[..., None]
-  apply = functools.partial(inference._apply, model)  # jitted model.apply(..., train=False)
+  apply = jax.jit(inference.ModelApply(model))  # model.apply(..., train=False)
   logits = np.moveaxis(np.asarray(apply(variables, slices)), 0, 2)  # (x, y, z, K)
   if binary:
     want_prob = special.expit(logits[..., 0]).astype(np.float32)
@@ -494,7 +494,7 @@ def _apply(model, variables, x):
   """``model.apply(variables, x, train=False)``, jitted; the same jitted function as prediction's
   so that a reference call of the same shape costs no second compile (eager TransUNet / 3D
   U-Net calls take tens of seconds on CPU)."""
-  return inference._apply(model, variables, x)
+  return inference._jit_call(inference.ModelApply(model), (variables,), x, None)
 
 
 def _reference_labels(model, variables, card, image):
@@ -701,3 +701,178 @@ def test_largest_component_flag_filters_the_written_labels(ckpts, tmp_path, caps
   rc, _, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input", tmp_path / "x.npy",
                        "--output", tmp_path / "p.npy", "--largest-component", "--probabilities")
   assert rc == 2 and "--largest-component" in stderr and "Traceback" not in stderr
+
+
+# ------------------------------------------------------------------------------------------
+# Sliding windows, test-time mirroring, ensembles, Monte-Carlo maps, one file per channel.
+# ------------------------------------------------------------------------------------------
+
+WINDOW_CARD = dataclasses.replace(PROB3D_CARD, spacing=None, window=(8, 8, 2))
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+  """Two 3D fold models with a sliding window, and a 2D sigmoid pair, under one directory each."""
+  root = tmp_path_factory.mktemp("ensemble")
+  for i in range(2):
+    save_model(root / "prob3d" / f"fold{i}", model=PROB3D_MODEL,
+               variables=_random_variables(PROB3D_MODEL, 3, 10 + i), card=WINDOW_CARD)
+    save_model(root / "binary" / f"fold{i}", model=BINARY_MODEL,
+               variables=_random_variables(BINARY_MODEL, 1, 20 + i), card=_card())
+  return root
+
+
+def _probabilities(capsys, tmp_path, ckpts, image, *extra, name="p"):
+  np.save(tmp_path / f"{name}_in.npy", image)
+  args = [a for c in ckpts for a in ("--checkpoint", c)]
+  rc, stdout, stderr = _run(capsys, *args, "--input", tmp_path / f"{name}_in.npy", "--output",
+                            tmp_path / f"{name}.npy", "--probabilities", *extra)
+  assert rc == 0, stderr
+  return np.load(tmp_path / f"{name}.npy"), stdout
+
+
+def test_card_window_slides_and_whole_window_option(ensemble, tmp_path, capsys):
+  """The card's window gives nnU-Net's sliding windows; --window overrides it."""
+  model_dir = ensemble / "prob3d" / "fold0"
+  model, variables, card = load_model(model_dir)
+  image = _bpmri_volume((20, 14, 5), 1)
+  got, _ = _probabilities(capsys, tmp_path, [model_dir], image)
+  norm = card.normalize(image)
+  want = inference.probabilities(
+      inference.sliding_window_logits(inference.ModelApply(model), norm[None], window=(8, 8, 2),
+                                      batch_size=16, args=(variables,))[0], "softmax")
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  whole, _ = _probabilities(capsys, tmp_path, [model_dir], image, "--window", "whole",
+                            name="whole")
+  assert whole.shape == got.shape and np.abs(whole - got).max() > 1e-3  # really another path
+  rc, _, stderr = _run(capsys, "--checkpoint", model_dir, "--input", tmp_path / "p_in.npy",
+                       "--output", tmp_path / "x.npy", "--window", "7", "8", "2")
+  _assert_clean_error(rc, stderr, "--window 7 8 2", "size multiple")
+  rc, _, stderr = _run(capsys, "--checkpoint", model_dir, "--input", tmp_path / "p_in.npy",
+                       "--output", tmp_path / "x.npy", "--window", "8", "x")
+  _assert_clean_error(rc, stderr, "--window", "'whole'")
+  rc, _, stderr = _run(capsys, "--checkpoint", model_dir, "--input", tmp_path / "p_in.npy",
+                       "--output", tmp_path / "x.npy", "--overlap", "1")
+  _assert_clean_error(rc, stderr, "--overlap", "[0, 1)")
+
+
+def test_ensemble_of_a_directory_averages_the_fold_models(ensemble, tmp_path, capsys):
+  image = _bpmri_volume((20, 14, 5), 2)
+  folds = [ensemble / "prob3d" / f"fold{i}" for i in range(2)]
+  singles = [_probabilities(capsys, tmp_path, [f], image, name=f"s{i}")[0]
+             for i, f in enumerate(folds)]
+  both, stdout = _probabilities(capsys, tmp_path, [ensemble / "prob3d"], image, name="both")
+  assert "ensemble of 2 models" in stdout
+  np.testing.assert_allclose(both, (singles[0] + singles[1]) / 2, atol=1e-6)
+  assert np.abs(singles[0] - singles[1]).max() > 1e-3  # two different models
+  repeated, _ = _probabilities(capsys, tmp_path, folds, image, name="rep")
+  np.testing.assert_allclose(repeated, both, atol=1e-7)
+
+
+def test_ensemble_members_must_share_their_card(ensemble, ckpts, tmp_path, capsys):
+  np.save(tmp_path / "in.npy", _volume((16, 16, 3)))
+  rc, _, stderr = _run(capsys, "--checkpoint", ensemble / "binary" / "fold0", "--checkpoint",
+                       ckpts["multi"], "--input", tmp_path / "in.npy", "--output",
+                       tmp_path / "out.npy")
+  _assert_clean_error(rc, stderr, "differ in ModelCard.activation")
+  rc, _, stderr = _run(capsys, "--checkpoint", tmp_path, "--input", tmp_path / "in.npy",
+                       "--output", tmp_path / "out.npy")
+  _assert_clean_error(rc, stderr, "not an exported jaxseg model")
+
+
+def test_tta_flips_average_the_mirrored_predictions(ensemble, tmp_path, capsys):
+  """--tta flips = the mean over the 4 in-plane mirrorings of a 2D model, flipped back."""
+  model_dir = ensemble / "binary" / "fold0"
+  image = _volume((16, 20, 3), seed=5)
+  got, stdout = _probabilities(capsys, tmp_path, [model_dir], image, "--tta", "flips")
+  assert "4 passes averaged" in stdout
+  want = []
+  for axes in ((), (0,), (1,), (0, 1)):
+    p, _ = _probabilities(capsys, tmp_path, [model_dir], np.flip(image, axes), name="f")
+    want.append(np.flip(p, axes))
+  np.testing.assert_allclose(got, np.mean(want, axis=0), atol=1e-6)
+  assert np.abs(got - want[0]).max() > 1e-4  # mirroring changed something
+  # --flip-axes 0: the identity and the left-right mirroring only.
+  x_only, stdout = _probabilities(capsys, tmp_path, [model_dir], image, "--tta", "flips",
+                                  "--flip-axes", "0", name="x")
+  assert "2 passes averaged" in stdout
+  np.testing.assert_allclose(x_only, (want[0] + want[1]) / 2, atol=1e-6)
+  rc, _, stderr = _run(capsys, "--checkpoint", model_dir, "--input", tmp_path / "p_in.npy",
+                       "--output", tmp_path / "y.npy", "--flip-axes", "0")
+  _assert_clean_error(rc, stderr, "--flip-axes", "--tta flips")
+
+
+def test_mc_samples_write_mean_variance_and_entropy(ensemble, ckpts, tmp_path, capsys):
+  image = _bpmri_volume((20, 14, 5), 3)
+  nib.save(nib.Nifti1Image(image, np.diag([0.5, 0.5, 3.0, 1.0])), tmp_path / "exam.nii.gz")
+  args = ["--checkpoint", ensemble / "prob3d", "--input", tmp_path / "exam.nii.gz"]
+  rc, stdout, stderr = _run(capsys, *args, "--output", tmp_path / "seg.nii.gz",
+                            "--mc-samples", 3)
+  assert rc == 0, stderr
+  assert "6 passes" in stdout  # 2 models x 3 samples
+  seg = np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj)
+  mean = np.asarray(nib.load(tmp_path / "seg_mean.nii.gz").dataobj)
+  variance = np.asarray(nib.load(tmp_path / "seg_variance.nii.gz").dataobj)
+  entropy = np.asarray(nib.load(tmp_path / "seg_entropy.nii.gz").dataobj)
+  assert mean.shape == variance.shape == (20, 14, 5, 3) and entropy.shape == (20, 14, 5)
+  np.testing.assert_allclose(mean.sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_array_equal(seg, np.argmax(mean, -1))
+  assert variance.min() >= 0 and variance.max() > 0
+  want = -np.sum(mean * np.log(np.clip(mean, 1e-12, 1)), axis=-1)
+  np.testing.assert_allclose(entropy, want, atol=1e-5)
+  # The same seed gives the same samples, another seed other ones.
+  rc, _, _ = _run(capsys, *args, "--output", tmp_path / "again.nii.gz", "--mc-samples", 3)
+  np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "again_mean.nii.gz").dataobj),
+                                mean)
+  rc, _, _ = _run(capsys, *args, "--output", tmp_path / "other.nii.gz", "--mc-samples", 3,
+                  "--seed", 1)
+  assert np.abs(np.asarray(nib.load(tmp_path / "other_mean.nii.gz").dataobj) - mean).max() > 0
+  # A model without dropout has no Monte-Carlo pass.
+  np.save(tmp_path / "in.npy", _volume((16, 16, 3)))
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["binary"], "--input", tmp_path / "in.npy",
+                       "--output", tmp_path / "out.npy", "--mc-samples", 2)
+  _assert_clean_error(rc, stderr, "has no dropout", "--mc-samples")
+
+
+def test_one_file_per_channel_is_resampled_through_the_affines(ckpts, tmp_path, capsys):
+  """T2W on a fine grid, DWI and ADC on a coarser one: the same as stacking them by hand."""
+  rng = np.random.default_rng(7)
+  t2w_affine = np.diag([0.5, 0.5, 3.0, 1.0])
+  t2w_affine[:3, 3] = [-4.0, 2.0, 1.0]
+  coarse = np.diag([1.0, 1.0, 3.0, 1.0])
+  coarse[:3, 3] = [-3.75, 2.25, 1.0]  # the same field of view, voxel centres shifted
+  t2w = rng.gamma(2.0, 200.0, (20, 16, 5)).astype(np.float32)
+  dwi = rng.gamma(2.0, 20.0, (10, 8, 5)).astype(np.float32)
+  adc = rng.uniform(200.0, 2500.0, (10, 8, 5)).astype(np.float32)
+  paths = []
+  for name, data, affine in (("t2w", t2w, t2w_affine), ("dwi", dwi, coarse),
+                             ("adc", adc, coarse)):
+    paths.append(tmp_path / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(data, affine), paths[-1])
+  args = [a for p in paths for a in ("--input", p)]
+  rc, stdout, stderr = _run(capsys, "--checkpoint", ckpts["prob3d"], *args, "--output",
+                            tmp_path / "seg.nii.gz", "--probabilities")
+  assert rc == 0, stderr
+  assert "t2w.nii.gz + " in stdout
+  from jaxseg.data.preprocess import resample_to_reference
+  stacked = np.stack([t2w] + [resample_to_reference(d, coarse, reference_shape=t2w.shape,
+                                                    reference_affine=t2w_affine, order=1)
+                              for d in (dwi, adc)], axis=-1)
+  nib.save(nib.Nifti1Image(stacked, t2w_affine), tmp_path / "stacked.nii.gz")
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["prob3d"], "--input",
+                       tmp_path / "stacked.nii.gz", "--output", tmp_path / "want.nii.gz",
+                       "--probabilities")
+  assert rc == 0, stderr
+  got = nib.load(tmp_path / "seg.nii.gz")
+  np.testing.assert_allclose(got.affine, t2w_affine, atol=1e-6)
+  assert got.shape == (20, 16, 5, 3)
+  np.testing.assert_allclose(np.asarray(got.dataobj),
+                             np.asarray(nib.load(tmp_path / "want.nii.gz").dataobj), atol=1e-6)
+  # Two files for three channels, or a .npy among them, are one-line errors.
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["prob3d"], *args[:4], "--output",
+                       tmp_path / "x.nii.gz")
+  _assert_clean_error(rc, stderr, "2 input files", "3 channel(s)")
+  np.save(tmp_path / "adc.npy", adc)
+  rc, _, stderr = _run(capsys, "--checkpoint", ckpts["prob3d"], *args[:4], "--input",
+                       tmp_path / "adc.npy", "--output", tmp_path / "x.nii.gz")
+  _assert_clean_error(rc, stderr, "needs NIfTI files")

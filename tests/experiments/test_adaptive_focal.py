@@ -1,6 +1,7 @@
 """A tiny end-to-end run of ``python -m experiments.adaptive_focal`` and its losses."""
 
 import json
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,8 @@ from experiments import adaptive_focal
 from jaxseg.losses import ag_bce_loss, deep_supervision_loss, hard_region_mask
 from jaxseg.train.checkpoint import load_model
 
+PROMISE12_NIFTI = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+                   / "promise12_nifti" / "Case00.nii.gz")
 TINY = ["--num-cases", "8", "--num-slices", "4", "--image-size", "32", "--epochs", "1",
         "--samples-per-epoch", "16", "--batch-size", "8", "--no-progress"]
 
@@ -36,6 +39,26 @@ def test_tiny_run_writes_every_output(tmp_path, monkeypatch):
     assert e["n"] + e["n_undefined"] == n_cases
   model, _, card = load_model(out / "models" / "AG-BCE")
   assert type(model).__name__ == "TransUNet" and card.inference == "slices"
+  # jaxseg.predict segments a real T2W NIfTI volume (PROMISE12 case 00) with the exported
+  # TransUNet, and its dropout gives Monte-Carlo samples: mean, variance and entropy maps on the
+  # input's grid.
+  if PROMISE12_NIFTI.exists():
+    import nibabel as nib
+    from jaxseg import predict
+    seg_path = tmp_path / "seg.nii.gz"
+    assert predict.main(["--checkpoint", str(out / "models" / "AG-BCE"), "--input",
+                         str(PROMISE12_NIFTI), "--output", str(seg_path), "--mc-samples",
+                         "2"]) == 0
+    source = nib.load(PROMISE12_NIFTI)
+    seg = nib.load(seg_path)
+    assert seg.shape == source.shape and np.allclose(seg.affine, source.affine)
+    mean = np.asarray(nib.load(tmp_path / "seg_mean.nii.gz").dataobj)
+    variance = np.asarray(nib.load(tmp_path / "seg_variance.nii.gz").dataobj)
+    entropy = np.asarray(nib.load(tmp_path / "seg_entropy.nii.gz").dataobj)
+    assert mean.shape == variance.shape == entropy.shape == source.shape
+    np.testing.assert_array_equal(np.asarray(seg.dataobj), (mean > 0.5).astype(np.uint8))
+    assert variance.max() > 0 and variance.min() >= 0  # two dropout samples differ somewhere
+    assert np.all((entropy >= 0) & (entropy <= np.log(2) + 1e-6))
 
 
 def test_ag_bce_is_the_deep_supervision_sum():

@@ -1,6 +1,7 @@
 """A tiny end-to-end run of ``python -m experiments.anatomical_vs_diagnostic`` and its helpers."""
 
 import json
+from pathlib import Path
 
 import chex
 import jax
@@ -16,6 +17,8 @@ from jaxseg.losses import (dice_boundary_loss, downsample_labels, softmax_cross_
                            softmax_focal_loss)
 from jaxseg.metrics import calibration, detection, overlap
 
+REAL_EXAMS = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "prostatex_sample"
+              / "converted_nifti")
 TINY = ["--num-cases", "8", "--crop", "16", "16", "8", "--patch", "16", "16", "4", "--epochs",
         "2", "--samples-per-epoch", "4", "--batch-size", "4", "--folds", "2", "--mc-samples", "2",
         "--eval-batch", "4", "--tasks", "diagnostic", "--no-progress"]
@@ -69,6 +72,26 @@ def test_tiny_run_writes_every_output(tmp_path, monkeypatch):
   seg = nib.load(tmp_path / "seg.nii.gz")
   assert seg.shape == (16, 16, 8) and np.allclose(seg.affine, affine)
   assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
+  # A real ProstateX exam, one file per channel: T2W 384 x 384 x 19 at 0.5 x 0.5 x 3 mm, DWI
+  # (high b) and ADC 84 x 128 x 19 at 2 x 2 x 3 mm, resampled onto the T2W grid through their
+  # affines; the 3D model predicts it in sliding windows of its 16 x 16 x 4 training patch, as an
+  # ensemble of the two fold models, with MC samples. The label map has the T2W's shape and affine.
+  assert card.window == (16, 16, 4)
+  exam = sorted(REAL_EXAMS.glob("*ProstateX-0000_t2w.nii.gz")) if REAL_EXAMS.is_dir() else []
+  if exam:
+    stem = str(exam[0])[:-len("t2w.nii.gz")]
+    out_path = tmp_path / "exam_seg.nii.gz"
+    assert predict.main(["--checkpoint", str(task_dir / "models" / "CE"),
+                         "--input", stem + "t2w.nii.gz", "--input", stem + "hbv.nii.gz",
+                         "--input", stem + "adc.nii.gz", "--output", str(out_path),
+                         "--mc-samples", "2"]) == 0
+    t2w = nib.load(stem + "t2w.nii.gz")
+    seg = nib.load(out_path)
+    assert seg.shape == t2w.shape == (384, 384, 19) and np.allclose(seg.affine, t2w.affine)
+    mean = np.asarray(nib.load(tmp_path / "exam_seg_mean.nii.gz").dataobj)
+    assert mean.shape == (384, 384, 19, 2)
+    np.testing.assert_allclose(mean.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(seg.dataobj), np.argmax(mean, -1))
 
 
 class LossSelectorTest(chex.TestCase):

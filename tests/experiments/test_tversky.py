@@ -12,6 +12,8 @@ from experiments import runner, tversky
 from jaxseg.losses import sigmoid_binary_cross_entropy, tversky_loss
 from jaxseg.train.checkpoint import load_model
 
+PROMISE12_NIFTI = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+                   / "promise12_nifti" / "Case00.nii.gz")
 TINY = ["--num-cases", "8", "--data.settings.phantom_shape", "48", "48", "8",
         "--data.settings.phantom_spacing", "4", "4", "6", "--width", "0.0625", "--epochs", "2",
         "--samples-per-epoch", "16", "--batch-size", "8", "--patch", "32", "32",
@@ -44,14 +46,23 @@ def test_tiny_run_writes_every_output(tmp_path, monkeypatch):
   assert card.inference == "slices" and card.layout == "xyz" and card.channels == ("T2W",)
   assert model.config.num_classes == 1 and model.config.batch_norm
   assert (out / "runs" / "main" / "BCE" / "tensorboard").is_dir()  # sequential: one run per loss
-  # jaxseg.predict segments a NIfTI volume with the exported model.
+  # jaxseg.predict segments a real T2W NIfTI volume (PROMISE12 case 00, 128 x 128 x 64 at
+  # 1.09 x 1.09 x 1.62 mm) with the exported model, with and without test-time mirroring: the
+  # labels come back on the input's grid with its affine.
   import nibabel as nib
   from jaxseg import predict
-  image = np.random.default_rng(0).normal(size=(40, 36, 5)).astype(np.float32)
-  nib.save(nib.Nifti1Image(image, np.diag([4.0, 4.0, 6.0, 1.0])), tmp_path / "case.nii.gz")
-  assert predict.main(["--checkpoint", str(out / "models" / "BCE"), "--input",
-                       str(tmp_path / "case.nii.gz"), "--output", str(tmp_path / "seg.nii.gz")]) == 0
-  assert nib.load(tmp_path / "seg.nii.gz").shape == (40, 36, 5)
+  case = PROMISE12_NIFTI if PROMISE12_NIFTI.exists() else tmp_path / "case.nii.gz"
+  if not PROMISE12_NIFTI.exists():  # the shared data are absent: a random volume instead
+    image = np.random.default_rng(0).normal(size=(40, 36, 5)).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, np.diag([4.0, 4.0, 6.0, 1.0])), case)
+  source = nib.load(case)
+  for extra in ([], ["--tta", "flips"]):
+    seg_path = tmp_path / f"seg{len(extra)}.nii.gz"
+    assert predict.main(["--checkpoint", str(out / "models" / "BCE"), "--input", str(case),
+                         "--output", str(seg_path), *extra]) == 0
+    seg = nib.load(seg_path)
+    assert seg.shape == source.shape and np.allclose(seg.affine, source.affine)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
 
 
 def test_two_seeds_in_one_sweep(tmp_path, monkeypatch):
@@ -166,3 +177,37 @@ def test_losses_are_bce_and_tversky():
                                           beta=0.7, smooth=1.0), rtol=1e-6)
   np.testing.assert_allclose(tversky.f1_of_means(np.array([0.5, 1.0]), np.array([1.0, 0.5])),
                              2 * 0.75 * 0.75 / 1.5)
+
+
+def test_folds_with_held_out_cases_report_the_fold_ensemble(tmp_path, monkeypatch):
+  """--holdout sets cases aside from every fold; the fold models and their ensemble are tested
+  on them, through the exported models and jaxseg.inference (sliding 2D windows, mirroring)."""
+  monkeypatch.setenv("JAXSEG_DATA_DIR", str(tmp_path / "tfds"))
+  out = tmp_path / "results"
+  flags = [f for f in TINY]
+  flags[flags.index("--epochs") + 1] = "1"
+  flags[flags.index("--alphas") + 1:flags.index("--alphas") + 3] = ["none"]
+  result = tversky.main(flags + ["--folds", "2", "--holdout", "0.25", "--window", "patch",
+                                 "--tta", "true", "--workdir", str(out)])
+  saved = json.loads((out / "results.json").read_text())
+  held_out = saved["holdout"]["cases"]
+  assert len(held_out) == 2
+  for fold in saved["folds"]:
+    assert not set(held_out) & set(fold["train"] + fold["validation"] + fold["test"])
+  # The 8 cases: each either held out or tested in exactly one fold.
+  assert len(set(held_out + saved["test_cases"])) == len(held_out + saved["test_cases"]) == 8
+  rows = result["holdout"]["values"]["BCE"][0]
+  assert list(rows) == ["fold 0", "fold 1", "ensemble of 2"]
+  for values in rows.values():
+    assert values.shape == (2,) and np.all((values >= 0) & (values <= 1) | np.isnan(values))
+  table = (out / "table.md").read_text()
+  assert "on 2 held-out cases that no fold trained, validated or tested on" in table
+  assert "| BCE | ensemble of 2 |" in table and "| BCE | fold 1 |" in table
+  # --tta true: the same models' test cases mirrored, as columns and as a paired effect.
+  assert "| Dice (TTA) |" in table and "Effect of test-time mirroring" in table
+  effect = result["tta_effect"]["BCE"]["dice"]
+  tta, plain = result["values"]["BCE"]["dice_tta"], result["values"]["BCE"]["dice"]
+  assert tta.shape == plain.shape == (1, 6)
+  np.testing.assert_allclose(effect.value, np.nanmean(tta - plain), rtol=1e-9)
+  _, _, card = load_model(out / "models" / "BCE" / "fold0")
+  assert card.window == (32, 32)  # --window patch: 2D sliding windows of the training patch
