@@ -769,7 +769,7 @@ class Comparison:
           best_epochs[c.name].append(fit.best_epoch)
         self.log(f"[{name}] seed {cfg.seed + s}: best epochs "
                  + ", ".join(f"{c.name} {f.best_epoch + 1}" for c, f in zip(configs, row)))
-    for preds in per_seed + mirrored:
+    for preds in per_seed + (mirrored if cfg.eval.tta else []):
       for p in preds.values():
         p.probs = [p.probs[i] for i in order]
         p.variances = [p.variances[i] for i in order] if p.variances else None
