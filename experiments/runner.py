@@ -61,7 +61,7 @@ import optax
 import datasets
 from jaxseg import cli, inference, losses
 from jaxseg.data import augment as augment_lib
-from jaxseg.data.pipeline import PatchLoader, Volume, replicate
+from jaxseg.data.pipeline import PatchLoader, Volume
 from jaxseg.data.preprocess import make_folds, split_validation
 from jaxseg.errors import ConfigError
 from jaxseg.metrics import overlap, stats
@@ -632,7 +632,7 @@ class Comparison:
       n = len(configs)
       state = jax.tree.map(lambda *xs: np.concatenate([x[:n] for x in xs]), *inits)
       stacked = jax.tree.map(lambda *xs: np.stack(xs), *[params[i % n] for i in range(k)])
-      results = trainer.fit(replicate(state, trainer.mesh), batches=batches,
+      results = trainer.fit(trainer.place(state), batches=batches,
                             evaluate=self._evaluator(trainer, fold.validation),
                             loss_params=stacked, workdir=run_dir, resume=cfg.resume,
                             config=TrainConfig(name=name, **train_config), log=self.log)

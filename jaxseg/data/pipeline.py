@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -37,6 +40,7 @@ from jaxseg.data.preprocess import validate_spacing
 Batch = dict[str, np.ndarray]
 
 DATA_AXIS = "data"
+CONFIG_AXIS = "config"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,6 +383,38 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def sweep_mesh(num_configs: int, devices: Sequence[jax.Device] | None = None, *,
+               config_size: int | None = None) -> Mesh:
+  """A 2D ``(config, data)`` mesh for a sweep of ``num_configs`` configurations.
+
+  The stacked training states are sharded over the ``config`` axis, the batch over the ``data``
+  axis: ``K`` configurations spread over ``D`` devices. By default the config axis has
+  ``gcd(K, D)`` devices -- every configuration its own ``D / K`` devices when ``D`` is a
+  multiple of ``K``, ``K / D`` configurations on each device when ``K`` is a multiple of ``D``.
+
+  Raises:
+    ValueError: a ``config_size`` that divides neither the devices nor the configurations.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  c = math.gcd(int(num_configs), len(devices)) if config_size is None else int(config_size)
+  if c < 1 or len(devices) % c or num_configs % c:
+    raise ValueError(f"config axis of {c} devices must divide both the {len(devices)} devices "
+                     f"and the {num_configs} configurations")
+  return Mesh(np.asarray(devices).reshape(c, len(devices) // c), (CONFIG_AXIS, DATA_AXIS))
+
+
+def data_size(mesh: Mesh) -> int:
+  """Devices along the batch axis of ``mesh`` (all of them for a 1D data mesh)."""
+  return int(mesh.shape[DATA_AXIS])
+
+
+def place_configs(tree: Any, mesh: Mesh) -> Any:
+  """Places a stacked pytree (leading axis = configurations) on ``mesh``: sharded over its
+  ``config`` axis when it has one, replicated otherwise."""
+  spec = PartitionSpec(CONFIG_AXIS) if CONFIG_AXIS in mesh.axis_names else PartitionSpec()
+  return jax.device_put(tree, NamedSharding(mesh, spec))
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a pytree fully replicated on every device of ``mesh``."""
   return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
@@ -394,9 +430,12 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
   Raises:
     ValueError: if the batch size is not a multiple of the number of devices.
   """
-  size = mesh.devices.size
+  size = data_size(mesh)
   sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
   processes, index = jax.process_count(), jax.process_index()
+  if processes > 1 and CONFIG_AXIS in mesh.axis_names:
+    raise ValueError("a (config, data) mesh runs on one process; use a data mesh with "
+                     "jax.distributed")
   out = {}
   for key, value in batch.items():
     value = np.asarray(value)
@@ -410,3 +449,67 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
       local = value[index * rows:(index + 1) * rows]
       out[key] = jax.make_array_from_process_local_data(sharding, local, value.shape)
   return out
+
+
+class _Failure:
+  """An exception raised by the producer thread of :func:`prefetch_to_mesh`."""
+
+  def __init__(self, error: BaseException):
+    self.error = error
+
+
+def prefetch_to_mesh(batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh, *,
+                     size: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Host batches placed on ``mesh`` (:func:`shard_batch`) by a background thread, ``size`` ahead.
+
+  While the device runs step ``n``, the thread builds batch ``n + 1`` (and up to ``size``
+  batches) and copies it to the devices, so the training loop never waits for the input
+  pipeline when the pipeline is faster than a step (flax's and big_vision's
+  ``prefetch_to_device``). The batches come out in order; an exception raised while producing
+  one is raised here, where the batch would have been; closing the iterator early stops the
+  thread. ``size=0`` places each batch in the caller's thread (no background work).
+
+  Raises:
+    ValueError: a negative ``size``.
+  """
+  if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    raise ValueError(f"prefetch size must be an integer >= 0, got {size!r}")
+  if size == 0:
+    for batch in batches:
+      yield shard_batch(batch, mesh)
+    return
+  slots: queue.Queue = queue.Queue(maxsize=size)
+  stop = threading.Event()
+  done = object()
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        slots.put(item, timeout=0.05)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def produce():
+    try:
+      for batch in batches:
+        if not put(shard_batch(batch, mesh)):
+          return
+      put(done)
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised in the consumer)
+      put(_Failure(e))
+
+  thread = threading.Thread(target=produce, name="jaxseg-prefetch", daemon=True)
+  thread.start()
+  try:
+    while True:
+      item = slots.get()
+      if item is done:
+        return
+      if isinstance(item, _Failure):
+        raise item.error
+      yield item
+  finally:
+    stop.set()
+    thread.join()

@@ -4,10 +4,18 @@ A :class:`Trainer` binds a model, an optax optimiser and a loss; it compiles its
 fits any number of runs (different seeds, or different loss hyperparameters passed as
 ``loss_params`` arrays, which do not trigger recompilation). Batches are sharded along the batch
 axis over a 1D device mesh (all local devices by default); parameters are replicated, so XLA
-inserts the gradient all-reduce and the result does not depend on the number of devices.
+inserts the gradient all-reduce and the result does not depend on the number of devices. A sweep
+of ``K`` configurations runs on a 2D ``(config, data)`` mesh
+(:func:`jaxseg.data.pipeline.sweep_mesh`): the stacked states are sharded over the config axis
+and the batch over the data axis, so ``K`` configurations spread over the devices.
 
 Loss contract: ``loss_fn(outputs, batch, loss_params) -> (batch,)`` per-example losses, where
 ``outputs = model.apply(variables, *model_inputs(batch), train=True)``.
+
+The host never waits on the device inside an epoch: a background thread builds the next batches
+and places them on the mesh while a step runs (``TrainConfig.prefetch``), and the step losses
+stay on the device until a fetch every ``TrainConfig.log_every`` steps (and at the end of each
+epoch, before validation).
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxseg.data.pipeline import data_mesh, replicate, shard_batch
+from jaxseg.data.pipeline import (CONFIG_AXIS, data_mesh, place_configs, prefetch_to_mesh,
+                                  replicate, shard_batch, sweep_mesh)
 from jaxseg.train import writers as metric_writers
 from jaxseg.train.checkpoint import Checkpointer
 from jaxseg.train.state import TrainState, create_train_state
@@ -54,6 +64,12 @@ class TrainConfig:
     patience: stop after this many epochs without improvement (``None``: never).
     progress: show a progress bar.
     name: label of the run in the progress bar and logs.
+    log_every: steps between fetches of the step losses from the device (they stay there in
+      between, so the host never waits for a step to finish; a non-finite loss is still reported
+      with the step where it first appeared, at most this many steps later). Every epoch ends
+      with a fetch.
+    prefetch: batches built and placed on the devices ahead of the running step by a
+      background thread (:func:`jaxseg.data.pipeline.prefetch_to_mesh`; 0: none).
   """
 
   num_epochs: int
@@ -63,6 +79,8 @@ class TrainConfig:
   patience: int | None = None
   progress: bool = True
   name: str = "train"
+  log_every: int = 50
+  prefetch: int = 2
 
 
 @dataclasses.dataclass
@@ -105,12 +123,30 @@ class Trainer:
     self.model = model
     self.tx = tx
     self.loss_fn = loss_fn
-    self.mesh = data_mesh() if mesh is None else mesh
+    if mesh is None:  # a (config, data) mesh for a sweep on one process
+      mesh = (sweep_mesh(num_configs) if num_configs is not None and jax.process_count() == 1
+              else data_mesh())
+    if CONFIG_AXIS in mesh.axis_names and (num_configs is None
+                                           or num_configs % mesh.shape[CONFIG_AXIS]):
+      raise ValueError(f"a mesh with a {CONFIG_AXIS!r} axis of {mesh.shape[CONFIG_AXIS]} needs a "
+                       f"sweep of a multiple of that many configurations, got num_configs="
+                       f"{num_configs}")
+    self.mesh = mesh
     self.model_inputs = model_inputs
     self.num_configs = num_configs
     step = self._train_step
     if num_configs is not None:
       step = jax.vmap(step, in_axes=(0, None, 0, None))
+      if CONFIG_AXIS in mesh.axis_names:
+        # The config axis is manual: each row of devices runs the vmapped step of its own
+        # configurations, while XLA still shards the batch over the (automatic) data axis.
+        # (Left to XLA's partitioner, vmapped convolutions sharded over the config axis fail:
+        # their feature groups are the configurations.)
+        configs = PartitionSpec(CONFIG_AXIS)
+        step = jax.shard_map(step, mesh=mesh, in_specs=(configs, PartitionSpec(), configs,
+                                                        PartitionSpec()),
+                             out_specs=(configs, configs), axis_names=frozenset({CONFIG_AXIS}),
+                             check_vma=False)
     self._step = jax.jit(step, donate_argnums=0)
     self._logits = jax.jit(self._apply)
 
@@ -167,7 +203,14 @@ class Trainer:
     state = create_train_state(self.model, self.tx, inputs, key)
     if self.num_configs is not None:
       state = jax.tree.map(lambda x: jnp.stack([x] * self.num_configs), state)
-    return replicate(state, self.mesh)
+    return self.place(state)
+
+  def place(self, state: Any) -> Any:
+    """``state`` on the mesh: a sweep's stacked state sharded over the ``config`` axis (each
+    device holds its configurations only), otherwise replicated."""
+    if self.num_configs is None:
+      return replicate(state, self.mesh)
+    return place_configs(state, self.mesh)
 
   def step(self, state: TrainState, batch: Batch, loss_params: Any, key: jax.Array):
     """One optimiser update on a host batch (sharded here). Donates ``state``."""
@@ -226,6 +269,8 @@ class Trainer:
         if leaf.shape[:1] != (k_configs,):
           raise ValueError(f"sweep loss_params leaves need a leading axis of {k_configs}, got "
                            f"shape {leaf.shape}")
+      loss_params = place_configs(loss_params, self.mesh)
+      state = self.place(state)
     key = jax.random.key(config.seed)
     sign = 1.0 if config.select_mode == "max" else -1.0
     best_metric = [-math.inf] * k_configs
@@ -270,23 +315,43 @@ class Trainer:
                                       enabled=jax.process_index() == 0)
           for logdir in metric_writers.run_logdirs(workdir, self.num_configs)]
 
+    if isinstance(config.log_every, bool) or not isinstance(config.log_every, int) or (
+        config.log_every < 1):
+      raise ValueError(f"log_every must be an integer >= 1, got {config.log_every!r}")
+    step_number = int(np.max(np.asarray(state.step)))  # the host's count; no fetch per step
     for epoch in range(start_epoch, config.num_epochs):
       tic = time.perf_counter()
-      losses = []
+      losses: list[np.ndarray] = []
+      pending: list[tuple[int, jax.Array]] = []  # (step, loss still on the device)
       bar = tqdm(batches(epoch), desc=f"{config.name} {epoch + 1}/{config.num_epochs}",
                  disable=not config.progress, leave=False, mininterval=1.0)
-      for batch in bar:
-        state, step_metrics = self.step(state, batch, loss_params, key)
-        loss = np.atleast_1d(np.asarray(step_metrics["loss"], np.float64))
-        if not np.all(np.isfinite(loss)):
-          bad = [k for k in range(k_configs) if not np.isfinite(loss[k])]
-          which = f" in configuration(s) {bad}" if self.num_configs is not None else ""
-          raise NonFiniteLossError(
-              f"[{config.name}] non-finite loss{which} at step "
-              f"{int(np.max(np.asarray(state.step)))} (epoch {epoch + 1}); the last good "
-              f"checkpoint is {latest.directory if latest else 'not saved (no workdir)'}")
-        losses.append(loss)
-        bar.set_postfix(loss=f"{loss.mean():.4f}", refresh=False)
+
+      def fetch_losses():
+        """One transfer of the pending step losses; the first non-finite one stops the run."""
+        if not pending:
+          return
+        values = _fetch([loss for _, loss in pending])
+        for (n, _), value in zip(pending, values):
+          loss = np.atleast_1d(np.asarray(value, np.float64))
+          if not np.all(np.isfinite(loss)):
+            bad = [k for k in range(k_configs) if not np.isfinite(loss[k])]
+            which = f" in configuration(s) {bad}" if self.num_configs is not None else ""
+            raise NonFiniteLossError(
+                f"[{config.name}] non-finite loss{which} at step {n} (epoch {epoch + 1}); the "
+                f"last good checkpoint is "
+                f"{latest.directory if latest else 'not saved (no workdir)'}")
+          losses.append(loss)
+        pending.clear()
+        if losses:
+          bar.set_postfix(loss=f"{losses[-1].mean():.4f}", refresh=False)
+
+      for batch in prefetch_to_mesh(bar, self.mesh, size=config.prefetch):
+        state, step_metrics = self._step(state, batch, loss_params, key)
+        step_number += 1
+        pending.append((step_number, step_metrics["loss"]))
+        if len(pending) >= config.log_every:
+          fetch_losses()
+      fetch_losses()
       views = self.unstack(state)
       seconds = time.perf_counter() - tic
       improved = []
@@ -338,6 +403,11 @@ class Trainer:
                          history=history[k])
                for k, view in enumerate(self.unstack(state))]
     return results if self.num_configs is not None else results[0]
+
+
+def _fetch(arrays: list[jax.Array]) -> list[np.ndarray]:
+  """Device -> host, one transfer for a list of arrays (the loop's only per-interval fetch)."""
+  return jax.device_get(arrays)
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:

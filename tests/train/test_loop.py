@@ -128,3 +128,111 @@ def test_sweep_rejects_loss_params_without_config_axis():
   sweep = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2)
   with pytest.raises(ValueError, match="leading axis of 2"):
     _fit(sweep, 1, loss_params={"alpha": 1.0})
+
+
+# ------------------------------------------------------------------------------------------
+# A loop that does not wait on the host: losses fetched per interval, batches prefetched.
+# ------------------------------------------------------------------------------------------
+
+
+def six_batches(epoch):
+  """Six steps per epoch (three epochs of :func:`batches`)."""
+  return [b for e in range(3) for b in batches(3 * epoch + e)]
+
+
+def _fit_with(trainer, epochs, **config):
+  state = trainer.init(jax.random.key(0), next(iter(batches(0))))
+  return trainer.fit(state, batches=six_batches, evaluate=lambda s: {"dice": 0.0},
+                     loss_params={"alpha": 1.0},
+                     config=TrainConfig(num_epochs=epochs, progress=False, **config),
+                     log=lambda _: None)
+
+
+def test_losses_are_fetched_once_per_interval_and_the_result_does_not_change(monkeypatch):
+  """log_every=k: one device->host transfer per k steps (the rest at each epoch's end), the
+  same parameters and epoch losses as fetching every step without prefetching."""
+  from jaxseg.train import loop
+  assert len(six_batches(0)) == 6
+  calls = []
+  real = loop._fetch
+  monkeypatch.setattr(loop, "_fetch", lambda arrays: calls.append(len(arrays)) or real(arrays))
+  every_step = _fit_with(TRAINER, 2, log_every=1, prefetch=0)
+  assert calls == [1] * 12
+  calls.clear()
+  batched = _fit_with(TRAINER, 2, log_every=4, prefetch=2)
+  assert calls == [4, 2, 4, 2]
+  assert _max_diff(every_step.state.params, batched.state.params) == 0.0
+  np.testing.assert_array_equal([h["train_loss"] for h in every_step.history],
+                                [h["train_loss"] for h in batched.history])
+  assert every_step.history[0]["step"] == 6 and batched.history[1]["step"] == 12
+
+
+def test_non_finite_loss_is_reported_at_its_own_step_when_fetched_later(tmp_path):
+  with pytest.raises(NonFiniteLossError, match=r"step 1 \(epoch 1\)"):
+    state = TRAINER.init(jax.random.key(0), next(iter(batches(0))))
+    TRAINER.fit(state, batches=batches, evaluate=lambda s: {"dice": 0.0},
+                loss_params={"alpha": 1.0, "scale": np.nan},
+                config=TrainConfig(num_epochs=1, progress=False, log_every=100),
+                log=lambda _: None)
+  with pytest.raises(ValueError, match="log_every"):
+    _fit_with(TRAINER, 1, log_every=0)
+
+
+def test_prefetch_to_mesh_keeps_order_places_batches_and_forwards_errors():
+  from jaxseg.data.pipeline import prefetch_to_mesh
+  mesh = data_mesh()
+  host = [{"image": np.full((4, 2), i, np.float32)} for i in range(5)]
+  for size in (0, 1, 2):
+    out = list(prefetch_to_mesh(iter(host), mesh, size=size))
+    assert [int(np.asarray(b["image"])[0, 0]) for b in out] == list(range(5))
+    assert all(isinstance(b["image"], jax.Array) for b in out)
+    assert out[0]["image"].sharding.spec == jax.sharding.PartitionSpec("data")
+
+  def broken():
+    yield host[0]
+    raise RuntimeError("bad batch 1")
+
+  got = []
+  with pytest.raises(RuntimeError, match="bad batch 1"):
+    for b in prefetch_to_mesh(broken(), mesh, size=2):
+      got.append(b)
+  assert len(got) == 1
+  # Closing early stops the producer thread (it would otherwise block on a full queue).
+  import threading
+  endless = ({"image": np.zeros((4, 2), np.float32)} for _ in iter(int, 1))
+  it = prefetch_to_mesh(endless, mesh, size=1)
+  next(it)
+  it.close()
+  assert not any(t.name == "jaxseg-prefetch" and t.is_alive() for t in threading.enumerate())
+  with pytest.raises(ValueError, match="prefetch size"):
+    next(prefetch_to_mesh(iter(host), mesh, size=-1))
+
+
+def test_config_axis_on_the_mesh_gives_the_one_device_parameters():
+  """Two configurations x two data shards on 4 devices: each configuration's state lives on its
+  own 2 devices, and the parameters equal the same sweep on 1 device."""
+  from jaxseg.data.pipeline import sweep_mesh
+  alphas = {"alpha": np.array([0.0, 10.0], np.float32)}
+  mesh = sweep_mesh(2)
+  assert dict(mesh.shape) == {"config": 2, "data": 2}
+  spread = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2)  # the default mesh
+  assert dict(spread.mesh.shape) == {"config": 2, "data": 2}
+  one = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2,
+                mesh=data_mesh(jax.devices()[:1]))
+  results = {name: _fit(t, 2, loss_params=alphas) for name, t in (("2x2", spread), ("1", one))}
+  for a, b in zip(results["2x2"], results["1"]):
+    assert _max_diff(a.state.params, b.state.params) < 1e-5
+    np.testing.assert_allclose([h["train_loss"] for h in a.history],
+                               [h["train_loss"] for h in b.history], rtol=1e-5)
+  assert _max_diff(results["2x2"][0].state.params, results["2x2"][1].state.params) > 1e-3
+  # The stacked state is sharded: configuration k sits on the devices of config row k only.
+  state = spread.init(jax.random.key(0), next(iter(batches(0))))
+  leaf = jax.tree.leaves(state.params)[0]
+  assert leaf.sharding.spec[0] == "config"
+  rows = {d.id: r for r, row in enumerate(mesh.devices) for d in row}
+  for shard in leaf.addressable_shards:
+    assert shard.data.shape[0] == 1 and shard.index[0].start == rows[shard.device.id]
+  assert dict(sweep_mesh(8).shape) == {"config": 4, "data": 1}  # 2 configurations per device
+  assert dict(sweep_mesh(3).shape) == {"config": 1, "data": 4}
+  with pytest.raises(ValueError, match="config axis"):
+    sweep_mesh(4, config_size=3)
