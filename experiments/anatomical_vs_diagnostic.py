@@ -268,23 +268,28 @@ class AnatomicalVsDiagnostic:
   def run(self, cfg):
     results, parts = {}, ["# Anatomical vs diagnostic segmentation losses (seed 001)\n"]
     for name in cfg.tasks:
-      task = TASKS[name]
-      c = copy.deepcopy(cfg)
+      c = task_config(cfg, name)
       c.workdir = os.path.join(cfg.workdir, name)
-      c.model.overrides.num_classes = task.num_classes
-      c.model.overrides.in_channels = len(task.channels)
-      c.model.class_names = task.class_names
-      c.data.label_key = task.label_key
-      c.data.sources[c.data.source].channels = tuple(
-          c.data.sources[c.data.source].channels[i] for i in task.channels)
-      c.data.sources[c.data.source].normalization = tuple(
-          c.data.sources[c.data.source].normalization[i] for i in task.channels)
-      results[name] = runner.Comparison(c, TaskStudy(task)).run()
+      results[name] = runner.Comparison(c, TaskStudy(TASKS[name])).run()
       with open(os.path.join(c.workdir, "table.md")) as f:
         parts.append(f.read().replace("# ", "## ", 1))
     with open(os.path.join(cfg.workdir, "table.md"), "w") as f:
       f.write("\n".join(parts))
     return results
+
+
+def task_config(cfg, name: str):
+  """The study's config for one task: its classes, label, input channels and normalisation."""
+  task = TASKS[name]
+  c = copy.deepcopy(cfg)
+  c.model.overrides.num_classes = task.num_classes
+  c.model.overrides.in_channels = len(task.channels)
+  c.model.class_names = task.class_names
+  c.data.label_key = task.label_key
+  source = c.data.sources[c.data.source]
+  source.channels = tuple(source.channels[i] for i in task.channels)
+  source.normalization = tuple(source.normalization[i] for i in task.channels)
+  return c
 
 
 STUDY = AnatomicalVsDiagnostic()

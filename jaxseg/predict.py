@@ -131,15 +131,16 @@ def _apply(model: Any, variables: Any, images: jax.Array) -> Any:
   return model.apply(variables, images, train=False)
 
 
-def _check_window(model: Any, card: ModelCard, window: tuple[int, ...]) -> None:
+def _check_window(model: Any, card: ModelCard, window: tuple[int, ...],
+                  what: str = "--window") -> None:
   """Raises ValueError unless ``window`` fits the model (sides, size multiple)."""
   ndim = 2 if card.inference == "slices" else 3
   if len(window) != ndim:
-    raise ValueError(f"--window needs {ndim} sizes for a {'2D' if ndim == 2 else '3D'} model, "
+    raise ValueError(f"{what} needs {ndim} sizes for a {'2D' if ndim == 2 else '3D'} model, "
                      f"got {len(window)}")
   multiples = size_multiples(getattr(model, "size_multiple", 1), ndim)
   if any(w % m for w, m in zip(window, multiples)):
-    raise ValueError(f"--window {' '.join(map(str, window))} must be a multiple of the model's "
+    raise ValueError(f"{what} {' '.join(map(str, window))} must be a multiple of the model's "
                      f"size multiple {multiples} on every axis")
 
 
@@ -166,6 +167,8 @@ def _check_model(model: Any, variables: Any, card: ModelCard) -> None:
                      f"channel {'slices' if ndim == 2 else 'volumes'} as its card says: channels "
                      f"{card.channels}, slice_context {card.slice_context}, inference "
                      f"{card.inference!r}) ({type(e).__name__}: {first})") from e
+  if card.window is not None:
+    _check_window(model, card, card.window, "the card's window")
   shape = tuple(getattr(logits, "shape", ()))
   if len(shape) != ndim + 2 or shape[-1] != card.num_outputs:
     raise ValueError(f"the model's logits for {probe.shape} inputs have shape {shape}, but its "

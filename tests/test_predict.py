@@ -674,6 +674,8 @@ def _edit_model_json(src, dst, edit):
      "num_classes"),
     (lambda s: s["card"].update(input_channels=1), "unknown keys"),
     (lambda s: s["card"].update(inference="volume"), "does not accept"),
+    (lambda s: s["card"].update(window=[30, 32]), "the card's window 30 32 must be a multiple"),
+    (lambda s: s["card"].update(window=[32, 32, 4]), "ModelCard.window must be None or 2"),
 ])
 def test_bad_model_cards_are_clean_checkpoint_errors(ckpts, tmp_path, capsys, edit, needle):
   path = _edit_model_json(Path(ckpts["binary"]), tmp_path / "edited", edit)
