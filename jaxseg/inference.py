@@ -66,7 +66,6 @@ __all__ = [
     "importance_map",
     "keep_largest_component",
     "mc_probabilities",
-    "mc_volume_probabilities",
     "pad_to_multiple",
     "predict_distribution",
     "predict_probabilities",
@@ -690,9 +689,7 @@ def volume_logits(
     raise ValueError(f"inference must be 'slices' or 'volume', got {inference!r}")
   ndim = 2 if inference == "slices" else 3
   multiples = size_multiples(size_multiple, ndim)
-  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-      batch_size < 1):
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  _check_batch_size(batch_size, None)
   if mesh is not None:
     batch_size = -(-int(batch_size) // mesh.devices.size) * mesh.devices.size
   if window is None:
@@ -718,40 +715,6 @@ def volume_logits(
   logits = sliding_window_logits(apply_fn, images, window=window, overlap=overlap, blend=blend,
                                  batch_size=batch_size, mesh=mesh, args=(variables,), key=key)
   return np.moveaxis(logits, 0, 2) if inference == "slices" else logits[0]
-
-
-def mc_volume_probabilities(
-    apply_fn: Callable[..., Any],
-    variables: Any,
-    image: np.ndarray,
-    *,
-    samples: int,
-    key: jax.Array,
-    activation: str,
-    **kwargs: Any,
-) -> tuple[np.ndarray, np.ndarray]:
-  r"""Monte-Carlo mean and variance of the probabilities of one volume.
-
-  ``samples`` stochastic passes of :func:`volume_logits` (``apply_fn`` takes a key: dropout on,
-  latents sampled), pass ``s`` with ``jax.random.fold_in(key, s)``; each pass covers the whole
-  volume (every window of a sliding-window pass shares the pass's key, folded per window batch),
-  then :func:`probabilities`, then the moments over passes (Welford, float64):
-  :math:`\bar p = \frac1S \sum_s p^{(s)}`, :math:`\mathrm{Var} = \frac1S \sum_s (p^{(s)} -
-  \bar p)^2` (population variance, as :func:`jaxseg.models.prob_unet3d.mc_predict`).
-
-  Args:
-    kwargs: the keyword arguments of :func:`volume_logits` (inference, window, ...).
-
-  Returns:
-    ``(mean, variance)``, float32, shaped like :func:`probabilities`' output.
-  """
-  if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-    raise ValueError(f"MC samples must be an integer >= 1, got {samples!r}")
-  moments = Moments()
-  for s in range(int(samples)):
-    logits = volume_logits(apply_fn, variables, image, key=jax.random.fold_in(key, s), **kwargs)
-    moments.add(probabilities(logits, activation))
-  return moments.mean, moments.variance
 
 
 class Moments:
@@ -931,9 +894,7 @@ def predict_distribution(
   if image.shape[-1] != card0.num_channels:
     raise ValueError(f"the model takes {card0.num_channels}-channel images {card0.channels} but "
                      f"the volume has {image.shape[-1]} channel(s)")
-  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-      batch_size < 1):
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  _check_batch_size(batch_size, None)
   if isinstance(mc_samples, bool) or not isinstance(mc_samples, (int, np.integer)) or (
       mc_samples < 0):
     raise ValueError(f"mc_samples must be an integer >= 0, got {mc_samples!r}")

@@ -690,18 +690,6 @@ def test_predict_distribution_mc_dropout_by_hand():
   # The deterministic pass is not one of them.
   det = inference.predict_probabilities(_DROP3, _DROP_VARS, _IMAGE, card, batch_size=2)
   assert not np.allclose(det, samples[0], atol=1e-3)
-  # mc_volume_probabilities: pass s with fold_in(key, s).
-  mean, var = inference.mc_volume_probabilities(
-      inference.ModelApply(_DROP3, stochastic=True), _DROP_VARS, _IMAGE, samples=2, key=key,
-      activation="softmax", window=(4, 4, 4), batch_size=2)
-  manual = [inference.probabilities(inference.volume_logits(
-      inference.ModelApply(_DROP3, stochastic=True), _DROP_VARS, _IMAGE, window=(4, 4, 4),
-      batch_size=2, key=jax.random.fold_in(key, s)), "softmax") for s in range(2)]
-  np.testing.assert_allclose(mean, np.mean(manual, 0), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(var, np.var(manual, 0), rtol=1e-4, atol=1e-6)
-  with pytest.raises(ValueError, match="MC samples"):
-    inference.mc_volume_probabilities(inference.ModelApply(_DROP3, stochastic=True), _DROP_VARS,
-                                      _IMAGE, samples=0, key=key, activation="softmax")
 
 
 def test_predict_distribution_mc_needs_a_stochastic_model():

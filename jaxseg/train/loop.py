@@ -148,7 +148,6 @@ class Trainer:
                              out_specs=(configs, configs), axis_names=frozenset({CONFIG_AXIS}),
                              check_vma=False)
     self._step = jax.jit(step, donate_argnums=0)
-    self._logits = jax.jit(self._apply)
 
   # -- pure functions (compiled in __init__) ---------------------------------------------------
   def _train_step(self, state: TrainState, batch, loss_params, key):
@@ -172,9 +171,6 @@ class Trainer:
                           batch_stats=updates.get("batch_stats", state.batch_stats),
                           opt_state=opt_state)
     return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-
-  def _apply(self, variables, *inputs):
-    return self.model.apply(variables, *inputs, train=False)
 
   # -- config axis -----------------------------------------------------------------------------
   @property
@@ -215,11 +211,6 @@ class Trainer:
   def step(self, state: TrainState, batch: Batch, loss_params: Any, key: jax.Array):
     """One optimiser update on a host batch (sharded here). Donates ``state``."""
     return self._step(state, shard_batch(batch, self.mesh), loss_params, key)
-
-  def logits_fn(self, state: TrainState) -> Callable[..., jax.Array]:
-    """``inputs -> model outputs`` in evaluation mode, bound to one configuration's state."""
-    variables = state.variables
-    return lambda *inputs: self._logits(variables, *inputs)
 
   def fit(
       self,
