@@ -30,8 +30,9 @@ differ on held-out cases:
 7. **Report**: ``results.json``, ``table.md``, ``training_curves.png`` and the study's figures.
 
 A source in ``data.sources`` may carry a ``preset``: config changes (nested like the config) that
-``--data <source>`` applies before the command-line flags, for settings that belong to the data
-(the tversky study's real-MRI preset for ``promise12``).
+the source in effect (the config's default source, or ``--data <source>``) applies before the
+command-line flags, for settings that belong to the data (the tversky study's real-MRI preset for
+``promise12``, the hierarchical study's Table-1 penalty on its phantom).
 
 A study module supplies a :class:`Study` (its losses, metrics, report and any study-specific step)
 and a config file ``experiments/configs/<study>.py`` with ``get_config("cpu" | "paper")``.
@@ -1141,10 +1142,10 @@ def parse(argv: Sequence[str] | None, *, prog: str, config: str | None,
   cfg, module = load_config_file(known.config, known.preset)
   if known.data is not None and known.data in cfg.data.sources:
     cfg.data.source = known.data
-    source = cfg.data.sources[known.data]
-    if source.get("preset"):  # the preset's changes for this source (nested like the config)
-      for k, v in _leaves(source.preset).items():
-        _set(cfg, k, v)
+  source = cfg.data.sources.get(cfg.data.source, {})
+  if source.get("preset"):  # the source's changes (nested like the config), default source too
+    for k, v in _leaves(source.preset).items():
+      _set(cfg, k, v)
   aliases = {**COMMON_ALIASES, **getattr(module, "ALIASES", {})}
   helps = {**FIELD_HELP, **getattr(module, "HELP", {})}
   leaves = _leaves(cfg)

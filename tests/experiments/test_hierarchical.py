@@ -18,7 +18,8 @@ TINY = ["--num-cases", "8", "--phantom-shape", "48", "48", "12",
 def test_tiny_run_writes_every_output_and_resumes(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXSEG_DATA_DIR", str(tmp_path / "tfds"))
   out = tmp_path / "results"
-  results = hierarchical.main(TINY + ["--workdir", str(out)])
+  # The matrix built from the training labels (the phantom's own default is Table 1's).
+  results = hierarchical.main(TINY + ["--penalty", "data", "--workdir", str(out)])
 
   for name in ("table.md", "results.json", "penalty_matrix.csv", "hierarchical_confusion.png",
                "penalty_matrix.png", "overlay.png", "training_curves.png"):
@@ -48,7 +49,7 @@ def test_tiny_run_writes_every_output_and_resumes(tmp_path, monkeypatch):
   assert model.config.num_classes == 9 and len(card.class_names) == 9
 
   # Every run finished: resuming loads the checkpoints and reproduces the same test results.
-  again = hierarchical.main(TINY + ["--workdir", str(out), "--resume"])
+  again = hierarchical.main(TINY + ["--penalty", "data", "--workdir", str(out), "--resume"])
   assert again["alpha"] == results["alpha"]
   for name in saved["names"]:
     np.testing.assert_array_equal(again["values"][name]["mean_foreground_dice"],

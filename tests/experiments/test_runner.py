@@ -228,3 +228,16 @@ def test_largest_component_post_processing_keeps_the_probabilities_of_the_kept_v
   np.testing.assert_allclose(out, expected)
   labels = cmp.study.labels(cmp, runner.Predictions([out]))[0]
   assert labels.sum() == 18
+
+
+def test_the_default_source_applies_its_preset_too():
+  """The hierarchical phantom's preset (Table 1's penalty) holds for the default run, not only
+  with --data phantom; a flag still overrides it."""
+  cfg, _ = runner.parse([], prog="h", config="experiments.configs.hierarchical", description="")
+  assert cfg.data.source == "phantom" and cfg.penalty == "paper"
+  cfg, _ = runner.parse(["--data", "phantom"], prog="h", config="experiments.configs.hierarchical",
+                        description="")
+  assert cfg.penalty == "paper"
+  cfg, _ = runner.parse(["--penalty", "data"], prog="h",
+                        config="experiments.configs.hierarchical", description="")
+  assert cfg.penalty == "data"
