@@ -279,7 +279,7 @@ def build(name: str, *, preset: str = "paper", batch_size: int | None = None,
           patch: Sequence[int] | None = None, patch_multiple: int | Sequence[int] | None = None,
           spatial_scale: float | None = None,
           dtype: str | None = None, sweep: bool = False, workdir: str | None = None,
-          seed: int = 0) -> Setup:
+          seed: int = 0, mesh: jax.sharding.Mesh | None = None) -> Setup:
   """A study's train step as ``Comparison`` builds it, and a host batch of the run's shapes.
 
   Args:
@@ -294,6 +294,7 @@ def build(name: str, *, preset: str = "paper", batch_size: int | None = None,
       instead of one configuration's.
     workdir: where a study may write (the hierarchical study's penalty matrix); a temporary
       directory by default.
+    mesh: the trainer's device mesh (default: the runner's, over every device).
   """
   cfg, study = resolve(name, preset)
   paper_batch, paper_patch = int(cfg.train.batch_size), tuple(int(p) for p in cfg.train.patch)
@@ -325,6 +326,9 @@ def build(name: str, *, preset: str = "paper", batch_size: int | None = None,
   params = runner.sweep_loss(configs)[1]
   num_configs = len(configs) * int(cfg.seeds) if sweep else None
   trainer = cmp.trainer(configs, 1, num_configs)
+  if mesh is not None:  # the same step (optimiser, loss, inputs) on other devices
+    trainer = Trainer(cmp.model, trainer.tx, trainer.loss_fn, mesh=mesh,
+                      model_inputs=trainer.model_inputs, num_configs=num_configs)
   if num_configs is None:
     loss_params = params[-1]  # the last configuration (a swept hyperparameter's, not the baseline)
   else:

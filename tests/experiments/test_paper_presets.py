@@ -5,7 +5,7 @@ study's runner builds it (:func:`benchmarks.accelerator.build`: the preset's mod
 channel widths, the study's loss configurations through ``runner.sweep_loss``, its optimiser and
 schedule, ``Comparison.trainer``), a batch comes from synthetic cases through the study's own
 ``volumes()`` and Grain loader (every key its loss reads), and ``Trainer.init`` + one
-``Trainer.step`` run with one row per device. Checks: the loss and gradient norm are finite, the
+``Trainer.step`` run on one device (a batch of 4 rows). Checks: the loss and gradient norm are finite, the
 step changed (almost) every parameter, and the parameter count is the paper architecture's
 (built independently from ``jaxseg.models``, in closed form for the U-Nets) and far above the
 ``cpu`` preset's.
@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from benchmarks import accelerator
+from jaxseg.data.pipeline import data_mesh
 from jaxseg import models
 
 STUDIES = accelerator.STUDIES
@@ -103,8 +104,10 @@ def _setup(name, tmp_path):
   """The study's paper-preset step at the test crop, one batch row per device, with the checks
   of its batch and of its parameter count (from shapes: nothing is initialised here)."""
   n_dev = jax.device_count()
+  # One device: replicating a paper-sized state (up to 105M parameters and Adam's moments) on
+  # the 4 test devices took ~9 GB, next to the other tests of a parallel CI run.
   setup = accelerator.build(name, batch_size=n_dev, patch_multiple=CROP_MULTIPLE[name],
-                            workdir=str(tmp_path))
+                            workdir=str(tmp_path), mesh=data_mesh(jax.devices()[:1]))
   crop = setup.patch
   multiple = CROP_MULTIPLE[name]
   factors = (multiple,) * len(crop) if isinstance(multiple, int) else multiple
