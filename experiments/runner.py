@@ -106,6 +106,7 @@ FIELD_HELP = {
     "train.flip_prob": "probability of a left-right flip per sample",
     "train.vertical_flip_prob": "probability of an anterior-posterior flip per sample (2D only)",
     "train.max_degrees": "largest in-plane rotation in degrees (2D only)",
+    "train.scale": "range (low, high) of the random zoom of a slice (2D only; 1 1: none)",
     "train.jitter": "intensity augmentation (scale std, shift std, noise std); zeros: none",
     "train.select_metric": "validation metric that selects each configuration's epoch",
     "split.folds": "K-fold cross-validation by case (0: the builder's train/validation/test split)",
@@ -180,6 +181,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.flip_prob = 0.0
   c.train.vertical_flip_prob = 0.0
   c.train.max_degrees = 0.0
+  c.train.scale = (1.0, 1.0)
   c.train.jitter = (0.0, 0.0, 0.0)
   c.train.select_metric = "dice"
   c.split = ml_collections.ConfigDict()
@@ -359,6 +361,10 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _check(t.patience is None or t.patience >= 1, "train.patience", t.patience, "None or >= 1")
   _check(len(t.jitter) == 3 and all(j >= 0 for j in t.jitter), "train.jitter", tuple(t.jitter),
          "three standard deviations >= 0")
+  _check(len(t.scale) == 2 and 0 < t.scale[0] <= t.scale[1], "train.scale", tuple(t.scale),
+         "two zoom factors 0 < low <= high (1 1: no zoom)")
+  _check(tuple(t.scale) == (1.0, 1.0) or len(t.patch) == 2, "train.scale", tuple(t.scale),
+         "1 1 for 3D patches (zooms are 2D only)")
   _check(isinstance(cfg.eval.batch_size, int) and cfg.eval.batch_size >= 1, "eval.batch_size",
          cfg.eval.batch_size, "an integer >= 1")
   _check(cfg.eval.mc_samples >= 0, "eval.mc_samples", cfg.eval.mc_samples, "an integer >= 0")
@@ -420,9 +426,11 @@ def _optimizer(t: ml_collections.ConfigDict, total_steps: int) -> optax.Gradient
 
 def _augment(t: ml_collections.ConfigDict) -> augment_lib.Augment | None:
   steps = []
-  if len(t.patch) == 2 and (t.max_degrees or t.flip_prob or t.vertical_flip_prob):
+  zooms = tuple(t.scale) != (1.0, 1.0)
+  if len(t.patch) == 2 and (t.max_degrees or zooms or t.flip_prob or t.vertical_flip_prob):
     steps.append(augment_lib.FlipRotate(max_degrees=t.max_degrees, horizontal_prob=t.flip_prob,
-                                        vertical_prob=t.vertical_flip_prob))
+                                        vertical_prob=t.vertical_flip_prob,
+                                        scale=tuple(t.scale)))
   elif t.flip_prob:
     steps.append(augment_lib.Mirror(probs=(t.flip_prob,)))
   if any(t.jitter):

@@ -12,13 +12,13 @@ What happens to the extra maps follows from the transform:
 * :class:`Mirror` flips are exact symmetries of the voxel grid. They move every map with the
   image, and a signed distance map of a flipped label is the flipped map (the Euclidean distance is
   invariant under reflections), so distance maps computed once per volume stay exact.
-* :class:`FlipRotate` rotates by arbitrary angles; that changes a distance map in a way no
+* :class:`FlipRotate` rotates by arbitrary angles and zooms; that changes a distance map in a way no
   resampling reproduces exactly, so it refuses samples with extra maps (flips alone are fine).
 * :class:`IntensityJitter` changes the image only.
 * :class:`Compose` applies several in order.
 
-Images are interpolated linearly, labels by nearest neighbour, and points rotated in from outside
-take the image's minimum (background).
+Images are interpolated linearly, labels by nearest neighbour, and points rotated or zoomed in
+from outside take the image's minimum (background).
 """
 
 from __future__ import annotations
@@ -124,17 +124,30 @@ class IntensityJitter:
 
 @dataclasses.dataclass(frozen=True)
 class FlipRotate:
-  """2D: random in-plane rotation, then horizontal and vertical flips.
+  """2D: random in-plane rotation and zoom about the slice centre, then horizontal and vertical flips.
+
+  The rotation and the zoom are one affine resampling: output pixel ``o`` reads the input at
+  ``c + R(-theta) (o - c) / s``, with ``c`` the centre of the slice, ``theta`` the angle and ``s``
+  the zoom (``s > 1`` enlarges the anatomy, ``s < 1`` shrinks it and brings in background).
 
   Attributes:
     max_degrees: rotation angle drawn uniformly from ``[-max_degrees, max_degrees]`` (0: none).
     horizontal_prob: probability of flipping left-right (axis 0 of the slice).
     vertical_prob: probability of flipping antero-posteriorly (axis 1).
+    scale: ``(low, high)``: zoom factor drawn uniformly from ``[low, high]`` (``(1, 1)``: none;
+      nnU-Net draws from ``(0.7, 1.4)``). Drawn after the angle, so a zoom-free transform draws
+      the same numbers as before zooms existed.
   """
 
   max_degrees: float = 0.0
   horizontal_prob: float = 0.5
   vertical_prob: float = 0.0
+  scale: tuple[float, float] = (1.0, 1.0)
+
+  def __post_init__(self):
+    lo, hi = self.scale
+    if not 0 < lo <= hi:
+      raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
 
   def __call__(self, rng: np.random.Generator, sample: Mapping[str, np.ndarray]) -> Sample:
     _check_sample(sample)
@@ -142,21 +155,36 @@ class FlipRotate:
     if label.ndim != 2:
       raise ValueError(f"expected a 2D sample, got image {image.shape} and label {label.shape}")
     out = dict(sample)
-    if self.max_degrees:
+    zooms = self.scale != (1.0, 1.0)
+    if self.max_degrees or zooms:
       extras = sorted(set(sample) - {"image", "label"})
       if extras:
-        raise ValueError(f"rotations would make the extra maps {extras} inexact; use Mirror "
-                         "for samples that carry them")
-      angle = rng.uniform(-self.max_degrees, self.max_degrees)
-      out["image"] = ndimage.rotate(image, angle, axes=(0, 1), reshape=False, order=1,
-                                    mode="constant", cval=float(image.min()))
-      out["label"] = ndimage.rotate(label, angle, axes=(0, 1), reshape=False, order=0,
-                                    mode="constant", cval=0)
+        raise ValueError(f"rotations and zooms would make the extra maps {extras} inexact; use "
+                         "Mirror for samples that carry them")
+      angle = rng.uniform(-self.max_degrees, self.max_degrees) if self.max_degrees else 0.0
+      zoom = rng.uniform(*self.scale) if zooms else 1.0
+      t = np.deg2rad(angle)
+      # Output -> input map of the voxel coordinates (ndimage.affine_transform's convention).
+      inverse = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]) / zoom
+      centre = (np.asarray(label.shape, float) - 1) / 2
+      offset = centre - inverse @ centre
+      out["image"] = ndimage.affine_transform(
+          image, _with_channels(inverse, image.ndim), offset=np.r_[offset, [0.0] * (image.ndim - 2)],
+          order=1, mode="constant", cval=float(image.min()))
+      out["label"] = ndimage.affine_transform(label, inverse, offset=offset, order=0,
+                                              mode="constant", cval=0)
     if rng.random() < self.horizontal_prob:
       out = _flip(out, 0)
     if rng.random() < self.vertical_prob:
       out = _flip(out, 1)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def _with_channels(matrix: np.ndarray, ndim: int) -> np.ndarray:
+  """``matrix`` on the spatial axes, identity on the trailing channel axes."""
+  full = np.eye(ndim)
+  full[:2, :2] = matrix
+  return full
 
 
 @dataclasses.dataclass(frozen=True)

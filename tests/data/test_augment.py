@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from jaxseg.data.augment import Compose, FlipRotate, IntensityJitter, Mirror
 from jaxseg.data.distance import signed_distance_maps
@@ -46,6 +47,48 @@ def test_rotation_keeps_label_values_and_moves_the_object():
   assert set(np.unique(out["label"])) <= {0, 1}
   assert out["label"].sum() > 0 and not np.array_equal(out["label"], sample["label"])
   assert out["image"].min() >= sample["image"].min() - 1e-6   # filled with the image's minimum
+
+
+def test_rotation_matches_scipy_rotate():
+  sample = _sample()
+  out = FlipRotate(max_degrees=30.0, horizontal_prob=0.0)(np.random.default_rng(3), sample)
+  angle = np.random.default_rng(3).uniform(-30.0, 30.0)
+  want = ndimage.rotate(sample["image"], angle, axes=(0, 1), reshape=False, order=1,
+                        mode="constant", cval=float(sample["image"].min()))
+  np.testing.assert_allclose(out["image"], want, atol=1e-6)
+  np.testing.assert_array_equal(out["label"], ndimage.rotate(
+      sample["label"], angle, axes=(0, 1), reshape=False, order=0, mode="constant", cval=0))
+
+
+@pytest.mark.parametrize("zoom,side", [(2.0, 22), (0.5, 5)])
+def test_zoom_scales_a_centred_square(zoom, side):
+  # An 11 x 11 square centred in a 41 x 41 slice: zoom 2 gives 22 x 22 (each input pixel read by
+  # two outputs), zoom 1/2 gives 5 x 5 (outputs 18...22 read the inputs 16, 18, ..., 24).
+  label = np.zeros((41, 41), np.int8)
+  label[15:26, 15:26] = 1
+  sample = {"image": label[..., None].astype(np.float32), "label": label}
+  out = FlipRotate(horizontal_prob=0.0, scale=(zoom, zoom))(np.random.default_rng(0), sample)
+  rows, cols = np.nonzero(out["label"])
+  assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (side, side)
+  assert out["label"].sum() == side * side
+  assert abs(rows.mean() - 20) <= 0.5 and abs(cols.mean() - 20) <= 0.5   # about the centre
+  # The image (linear) agrees with the label (nearest): pixels read half-way between inside and
+  # outside get 0.5 (0.25 at a corner) and fall inside the label at zoom 2.
+  inside = out["label"] == 1
+  assert out["image"][inside, 0].min() >= 0.25 and out["image"][~inside, 0].max() <= 0.5
+  assert out["image"][inside, 0].mean() > 0.8
+
+
+def test_zoom_is_drawn_after_the_angle_and_is_checked():
+  sample = _sample()
+  sample = {"image": sample["image"], "label": sample["label"]}
+  plain = FlipRotate(max_degrees=20.0, vertical_prob=0.5)
+  zoomed = FlipRotate(max_degrees=20.0, vertical_prob=0.5, scale=(1.0, 1.0))
+  np.testing.assert_array_equal(plain(np.random.default_rng(1), sample)["image"],
+                                zoomed(np.random.default_rng(1), sample)["image"])
+  for bad in [(0.0, 1.0), (1.2, 0.8)]:
+    with pytest.raises(ValueError, match="scale must be"):
+      FlipRotate(scale=bad)
 
 
 def test_same_generator_state_same_result_and_bad_input():

@@ -8,6 +8,7 @@ import pytest
 from experiments import adaptive_focal, runner, tversky
 from experiments.configs import anatomical_vs_diagnostic as avd_config
 from experiments.configs import tversky as tversky_config
+from jaxseg.data import augment
 from jaxseg.data.pipeline import Volume
 from jaxseg.errors import ConfigError
 from jaxseg.metrics import stats
@@ -23,6 +24,7 @@ def _cfg(**train):
     ("epochs", 0, "train.epochs = 0"), ("epochs", -3, "train.epochs = -3"),
     ("batch_size", 0, "train.batch_size = 0"), ("batch_size", 6, "multiple of the 4 devices"),
     ("foreground_prob", 1.5, "probability in [0, 1]"), ("schedule", "step", "'constant'"),
+    ("scale", (1.2, 0.8), "0 < low <= high"), ("scale", (0.0, 1.0), "train.scale = (0.0, 1.0)"),
 ])
 def test_validate_config_names_field_value_and_allowed(field, value, words):
   with pytest.raises(ConfigError, match=None) as e:
@@ -55,7 +57,7 @@ def test_help_shows_preset_values_and_meaning(capsys):
     tversky.main(["--help"])
   assert e.value.code == 0
   out = capsys.readouterr().out
-  assert "--train.epochs" in out and "--epochs" in out and "[8]" in out
+  assert "--train.epochs" in out and "--epochs" in out and "[12]" in out
   assert "number of training epochs" in out
   assert "--data.settings.num_cases" in out and "[40]" in out
 
@@ -66,6 +68,15 @@ def test_overrides_parse_to_typed_values():
                         prog="x", config="experiments.configs.tversky", description="")
   assert cfg.train.epochs == 3 and cfg.alphas == (0.3, 0.7) and cfg.train.patch == (32, 32)
   assert cfg.data.settings.num_cases == 6 and cfg.train.patience == 2
+
+
+def test_zoom_reaches_the_2d_augmentation_and_is_refused_for_3d():
+  aug = runner._augment(_cfg(scale=(0.7, 1.4), max_degrees=0.0, jitter=(0.0, 0.0, 0.0)).train)
+  assert isinstance(aug, augment.FlipRotate) and aug.scale == (0.7, 1.4)
+  assert runner._augment(_cfg(scale=(1.0, 1.0), max_degrees=0.0, flip_prob=0.0,
+                              jitter=(0.0, 0.0, 0.0)).train) is None
+  with pytest.raises(ConfigError, match="zooms are 2D only"):
+    runner.validate_config(_cfg(scale=(0.8, 1.2), patch=(32, 32, 8)))
 
 
 class _Stop(Exception):

@@ -116,7 +116,7 @@ def test_promise12_gets_the_real_mri_preset():
   assert tuple(cfg.data.sources.promise12.settings.split_fractions) == (0.72, 0.08, 0.2)
   # The phantom keeps its own preset; flags still win over the source's preset.
   phantom, _ = runner.parse([], prog="t", config="experiments.configs.tversky", description="")
-  assert phantom.model.overrides.width == 0.0625 and not phantom.eval.largest_component
+  assert tuple(phantom.train.patch) == (96, 96) and not phantom.eval.largest_component
   cfg, _ = runner.parse(["--data", "promise12", "--width", "0.25", "--alphas", "none",
                          "--folds", "5"], prog="t", config="experiments.configs.tversky",
                         description="")
