@@ -12,8 +12,8 @@ What happens to the extra maps follows from the transform:
 * :class:`Mirror` flips are exact symmetries of the voxel grid. They move every map with the
   image, and a signed distance map of a flipped label is the flipped map (the Euclidean distance is
   invariant under reflections), so distance maps computed once per volume stay exact.
-* :class:`FlipRotate` rotates by arbitrary angles and zooms; that changes a distance map in a way no
-  resampling reproduces exactly, so it refuses samples with extra maps (flips alone are fine).
+* :class:`FlipRotate` rotates by arbitrary angles and zooms; that changes a distance map in a way
+  no resampling reproduces exactly, so it refuses samples with extra maps (flips alone are fine).
 * :class:`IntensityJitter` changes the image only.
 * :class:`Compose` applies several in order.
 
@@ -124,7 +124,7 @@ class IntensityJitter:
 
 @dataclasses.dataclass(frozen=True)
 class FlipRotate:
-  """2D: random in-plane rotation and zoom about the slice centre, then horizontal and vertical flips.
+  """2D: random in-plane rotation and zoom about the slice centre, then left-right and AP flips.
 
   The rotation and the zoom are one affine resampling: output pixel ``o`` reads the input at
   ``c + R(-theta) (o - c) / s``, with ``c`` the centre of the slice, ``theta`` the angle and ``s``
@@ -155,7 +155,7 @@ class FlipRotate:
     if label.ndim != 2:
       raise ValueError(f"expected a 2D sample, got image {image.shape} and label {label.shape}")
     out = dict(sample)
-    zooms = self.scale != (1.0, 1.0)
+    zooms = tuple(self.scale) != (1.0, 1.0)
     if self.max_degrees or zooms:
       extras = sorted(set(sample) - {"image", "label"})
       if extras:
@@ -168,9 +168,10 @@ class FlipRotate:
       inverse = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]) / zoom
       centre = (np.asarray(label.shape, float) - 1) / 2
       offset = centre - inverse @ centre
+      channels = [0.0] * (image.ndim - 2)
       out["image"] = ndimage.affine_transform(
-          image, _with_channels(inverse, image.ndim), offset=np.r_[offset, [0.0] * (image.ndim - 2)],
-          order=1, mode="constant", cval=float(image.min()))
+          image, _with_channels(inverse, image.ndim), offset=np.r_[offset, channels], order=1,
+          mode="constant", cval=float(image.min()))
       out["label"] = ndimage.affine_transform(label, inverse, offset=offset, order=0,
                                               mode="constant", cval=0)
     if rng.random() < self.horizontal_prob:
