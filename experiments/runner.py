@@ -717,8 +717,8 @@ class Comparison:
         normalization=tuple(self.source.get("normalization", (PERCENTILE_ZSCORE,) * len(channels))),
         inference=self.card_inference, layout=self.source.get("layout", "xyz"),
         slice_context=self.cfg.model.slice_context, window=self.window,
-        info={"study": self.study.name, "data": self.cfg.data.source,
-              "trained_flip_axes": list(flip_axes(self.cfg)), **info})
+        flip_axes=flip_axes(self.cfg),
+        info={"study": self.study.name, "data": self.cfg.data.source, **info})
 
   # -- the whole protocol ----------------------------------------------------------------------
   def run(self) -> dict[str, Any]:

@@ -817,7 +817,8 @@ _SHARED_CARD_FIELDS = ("activation", "class_names", "channels", "spacing", "norm
 def check_ensemble(cards: Sequence[ModelCard]) -> None:
   """Raises ValueError unless the models take the same inputs and give the same outputs.
 
-  Members may differ in their ``window`` and ``info`` only (e.g. the K fold models of a study).
+  Members may differ in their ``window``, ``flip_axes`` and ``info`` only (e.g. the K fold models
+  of a study); test-time mirroring of an ensemble uses the axes every member was trained on.
   """
   for i, card in enumerate(cards[1:], start=1):
     for field in _SHARED_CARD_FIELDS:

@@ -56,8 +56,9 @@ Algorithm (:func:`predict_volume`) for an image of voxel spacing ``s`` and train
 2. Normalise every channel as in training (:meth:`ModelCard.normalize`: percentile clip +
    z-score, division by a scale such as ``ADC_SCALE``, or none).
 3. Probabilities with :func:`jaxseg.inference.predict_distribution`: for every model, mirroring
-   (``--tta flips``: every subset of ``--flip-axes``, by default of the model's spatial axes, 4
-   for 2D, 8 for 3D) and MC sample
+   (``--tta flips``: every subset of ``--flip-axes``, by default of the axes the model was trained
+   to mirror, its card's ``flip_axes``; for a card without that field every spatial axis, 4
+   mirrorings for 2D, 8 for 3D) and MC sample
    (``--mc-samples``), the logits of :func:`jaxseg.inference.volume_logits` -- every axial slice
    (``inference="slices"``) or the volume (``"volume"``), either whole (padded to the model's
    ``size_multiple`` and cropped back) or in Gaussian-weighted sliding windows of the card's
@@ -111,6 +112,7 @@ __all__ = [
     "SPACING_RTOL",
     "Segmentation",
     "main",
+    "mirrored_axes",
     "predict_volume",
 ]
 
@@ -187,9 +189,10 @@ class Options:
       in one call) or a window (2 or 3 sides).
     overlap: overlap of neighbouring sliding windows, in [0, 1).
     blend: ``"gaussian"`` or ``"constant"`` window weights.
-    tta: test-time mirroring over ``flip_axes`` (None: every spatial axis of the model,
-      in-plane for 2D models).
-    flip_axes: the axes (0, 1, 2 = x, y, z) mirrored with ``tta``.
+    tta: test-time mirroring over :func:`mirrored_axes` of the cards and ``flip_axes``.
+    flip_axes: the axes (0, 1, 2 = x, y, z) mirrored with ``tta``; None: the card's
+      ``flip_axes`` (the axes training mirrored), or every spatial axis of the model for a card
+      that does not record them.
     mc_samples: Monte-Carlo passes per model (0: deterministic).
     seed: seed of the Monte-Carlo passes.
   """
@@ -227,6 +230,29 @@ class Segmentation:
     return np.maximum(h, 0.0).astype(np.float32)
 
 
+def mirrored_axes(cards: Sequence[ModelCard], flip_axes: Sequence[int] | None = None
+                  ) -> tuple[int, ...]:
+  """The axes test-time mirroring flips for models with ``cards`` (one per ensemble member).
+
+  ``flip_axes`` when given; otherwise the axes every member was trained to mirror (the cards'
+  ``flip_axes``), where a card that does not record them (None) counts as every spatial axis.
+
+  Raises:
+    ValueError: no axis is left (a model trained without mirroring) and none was given.
+  """
+  if flip_axes is not None:
+    return tuple(flip_axes)
+  axes = set(range(2 if cards[0].inference == "slices" else 3))
+  for card in cards:
+    if card.flip_axes is not None:
+      axes &= set(card.flip_axes)
+  if not axes:
+    raise ValueError("the model(s) were trained without mirroring (no axis in every card's "
+                     "flip_axes), so test-time mirroring has nothing to average; drop --tta "
+                     "flips, or give --flip-axes to mirror anyway")
+  return tuple(sorted(axes))
+
+
 def _segment(
     members: Sequence[tuple[Any, Any, ModelCard]],
     image: np.ndarray,
@@ -259,8 +285,7 @@ def _segment(
     image = np.stack([resample(image[..., c], spacing, target, order=1)
                       for c in range(channels)], axis=-1)
   image = card.normalize(image)
-  flips = (() if not options.tta else options.flip_axes if options.flip_axes is not None
-           else range(2 if card.inference == "slices" else 3))
+  flips = mirrored_axes([c for _, _, c in members], options.flip_axes) if options.tta else ()
   pred = predict_distribution(
       members, image, batch_size=int(options.batch_size), mesh=mesh, window=options.window,
       overlap=options.overlap, blend=options.blend, flips=tuple(flips),
@@ -562,12 +587,12 @@ def _parser() -> argparse.ArgumentParser:
                  help="window weights: gaussian (sigma = window / 8, nnU-Net) or constant")
   p.add_argument("--tta", choices=("none", "flips"), default="none",
                  help="test-time augmentation: 'flips' averages the probabilities over every "
-                      "mirroring of --flip-axes (default all of the model's spatial axes: 4 "
-                      "mirrorings for 2D, 8 for 3D models)")
+                      "mirroring of --flip-axes (default: the axes the model was trained to "
+                      "mirror, from its card; all spatial axes for older cards)")
   p.add_argument("--flip-axes", type=int, nargs="+", choices=(0, 1, 2), default=None,
                  metavar="AXIS",
-                 help="axes (0 = x, 1 = y, 2 = z) --tta flips mirrors; best the axes the model "
-                      "was trained to flip (a study's card lists them in info.trained_flip_axes)")
+                 help="axes (0 = x, 1 = y, 2 = z) --tta flips mirrors (default: the card's "
+                      "flip_axes, the axes training mirrored)")
   p.add_argument("--mc-samples", type=int, default=0, metavar="N",
                  help="Monte-Carlo passes per model (dropout on, latent sampled); also writes "
                       "<output>_mean, _variance and _entropy maps (0: deterministic)")
@@ -758,6 +783,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     overlap=args.overlap, blend=args.blend, tta=args.tta == "flips",
                     flip_axes=None if args.flip_axes is None else tuple(args.flip_axes),
                     mc_samples=args.mc_samples, seed=args.seed)
+  if options.tta:
+    try:
+      axes = mirrored_axes([card for _, _, card in members], options.flip_axes)
+    except ValueError as e:
+      _fail("--tta", e)
+      return 2
+    origin = ("--flip-axes" if args.flip_axes is not None else
+              "every spatial axis: the card does not record the mirrored ones"
+              if all(card.flip_axes is None for _, _, card in members) else
+              "the axes training mirrored, from the model card")
+    print(f"test-time mirroring over axes {' '.join(map(str, axes))} ({origin})", flush=True)
   if len(members) > 1:
     print(f"ensemble of {len(members)} models (probabilities averaged)", flush=True)
 

@@ -32,7 +32,8 @@ def _sigmoid(**overrides) -> ModelCard:
 
 
 @pytest.mark.parametrize("card", [_bpmri(), _sigmoid(), _sigmoid(info={}),
-                                  _sigmoid(slice_context=2)])
+                                  _sigmoid(slice_context=2), _sigmoid(flip_axes=(0,)),
+                                  _sigmoid(flip_axes=()), _bpmri(flip_axes=(2, 0))])
 def test_json_round_trip(card):
   d = card.to_json()
   again = ModelCard.from_json(json.loads(json.dumps(d)))  # through real JSON: lists
@@ -97,6 +98,11 @@ def test_fields_are_canonical():
     (dict(slice_context=-1), "ModelCard.slice_context"),
     (dict(slice_context=1.5), "ModelCard.slice_context"),
     (dict(slice_context=1), "ModelCard.slice_context"),  # a volume model is not 2.5D
+    (dict(flip_axes=(3,)), "ModelCard.flip_axes"),
+    (dict(flip_axes=(0, 0)), "ModelCard.flip_axes"),
+    (dict(flip_axes=(True,)), "ModelCard.flip_axes"),
+    (dict(flip_axes="0"), "ModelCard.flip_axes"),
+    (dict(flip_axes=(-1,)), "ModelCard.flip_axes"),
     (dict(info=[1, 2]), "ModelCard.info"),
     (dict(info={"f": object()}), "ModelCard.info"),
     (dict(info={1: "x"}), "ModelCard.info"),
@@ -130,6 +136,17 @@ def test_from_json_rejects_unknown_and_missing_keys_and_non_dicts():
   old = _sigmoid().to_json()
   del old["slice_context"]
   assert ModelCard.from_json(old) == _sigmoid()
+  # ... and one exported before flip_axes existed does not know what training mirrored.
+  old = _sigmoid(flip_axes=(0,)).to_json()
+  del old["flip_axes"]
+  assert ModelCard.from_json(old).flip_axes is None
+
+
+def test_flip_axes_are_sorted_and_2d_models_have_two_axes():
+  assert _bpmri(flip_axes=[2, 0]).flip_axes == (0, 2)
+  assert _sigmoid(flip_axes=np.array([1, 0])).flip_axes == (0, 1)
+  with pytest.raises(ValueError, match=r"ModelCard\.flip_axes .* 0\.\.1 .* slice model"):
+    _sigmoid(flip_axes=(2,))
 
 
 

@@ -804,6 +804,33 @@ def test_tta_flips_average_the_mirrored_predictions(ensemble, tmp_path, capsys):
   _assert_clean_error(rc, stderr, "--flip-axes", "--tta flips")
 
 
+def test_tta_mirrors_the_axes_the_card_says_training_mirrored(ensemble, tmp_path, capsys):
+  """Default axes of --tta flips: the card's flip_axes (common to every ensemble member)."""
+  model, variables, card = load_model(ensemble / "binary" / "fold0")
+  for name, axes in (("x", (0,)), ("xy", (0, 1)), ("none", ())):
+    save_model(tmp_path / name, model=model, variables=variables,
+               card=dataclasses.replace(card, flip_axes=axes))
+  image = _volume((16, 20, 3), seed=5)
+  given, _ = _probabilities(capsys, tmp_path, [tmp_path / "xy"], image, "--tta", "flips",
+                            "--flip-axes", "0", name="given")
+  from_card, stdout = _probabilities(capsys, tmp_path, [tmp_path / "x"], image, "--tta", "flips",
+                                     name="card")
+  assert "2 passes averaged" in stdout and "axes 0 (the axes training mirrored" in stdout
+  np.testing.assert_allclose(from_card, given, atol=1e-7)
+  both, stdout = _probabilities(capsys, tmp_path, [tmp_path / "xy"], image, "--tta", "flips",
+                                name="both")
+  assert "4 passes averaged" in stdout and np.abs(both - given).max() > 1e-4
+  # An ensemble mirrors the axes every member was trained on.
+  _, stdout = _probabilities(capsys, tmp_path, [tmp_path / "x", tmp_path / "xy"], image, "--tta",
+                             "flips", name="ens")
+  assert "test-time mirroring over axes 0 " in stdout
+  rc, _, stderr = _run(capsys, "--checkpoint", tmp_path / "none", "--input",
+                       tmp_path / "card_in.npy", "--output", tmp_path / "n.npy", "--tta", "flips")
+  _assert_clean_error(rc, stderr, "--tta", "trained without mirroring")
+  assert predict.mirrored_axes([card]) == (0, 1)  # a card without the field: every axis
+  assert predict.mirrored_axes([dataclasses.replace(card, flip_axes=())], (1,)) == (1,)
+
+
 def test_mc_samples_write_mean_variance_and_entropy(ensemble, ckpts, tmp_path, capsys):
   image = _bpmri_volume((20, 14, 5), 3)
   nib.save(nib.Nifti1Image(image, np.diag([0.5, 0.5, 3.0, 1.0])), tmp_path / "exam.nii.gz")

@@ -44,6 +44,7 @@ def test_tiny_run_writes_every_output(tmp_path, monkeypatch):
   model, _, card = load_model(out / "models" / "Tversky_alpha0.75")
   assert card.activation == "sigmoid" and card.info["alpha"] == 0.75
   assert card.inference == "slices" and card.layout == "xyz" and card.channels == ("T2W",)
+  assert card.flip_axes == (0,)  # trained with left-right flips only: what --tta flips mirrors
   assert model.config.num_classes == 1 and model.config.batch_norm
   assert (out / "runs" / "main" / "BCE" / "tensorboard").is_dir()  # sequential: one run per loss
   # jaxseg.predict segments a real T2W NIfTI volume (PROMISE12 case 00, 128 x 128 x 64 at
