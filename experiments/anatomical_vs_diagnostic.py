@@ -122,6 +122,8 @@ def min_lesion_voxels(spacing: Sequence[float]) -> int:
 class TaskStudy(runner.Study):
   """One task of the study as a comparison."""
 
+  chance = {"AUROC": 0.5}  # a patient score that knows nothing ranks at random
+
   def __init__(self, task: Task):
     self.task = task
     self.name = f"anatomical_vs_diagnostic/{task.name}"

@@ -198,6 +198,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.tta = False
   c.eval.largest_component = False
   c.eval.num_resamples = 2000
+  # The level each loss must reach on a metric (or study statistic) before the comparison means
+  # something at this preset: ``{key: level}``, e.g. the paper's level; table.md says who reached it.
+  c.eval.levels = ml_collections.ConfigDict()
   return c
 
 
@@ -264,6 +267,9 @@ class Study:
   title = "Loss comparison"
   #: ``(key, column label)`` of the per-case metrics (in table order).
   metrics: tuple[tuple[str, str], ...] = (("dice", "Dice"),)
+  #: ``key -> value`` of a metric or study statistic that a model guessing at random reaches
+  #: (AUROC: 0.5). A loss whose CI includes it is flagged in ``table.md`` as not informative.
+  chance: Mapping[str, float] = {}
 
   def configurations(self, cmp: "Comparison") -> list[LossConfig]:
     losses = cmp.cfg.get("losses")
@@ -361,6 +367,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _check(t.patience is None or t.patience >= 1, "train.patience", t.patience, "None or >= 1")
   _check(len(t.jitter) == 3 and all(j >= 0 for j in t.jitter), "train.jitter", tuple(t.jitter),
          "three standard deviations >= 0")
+  for key, level in cfg.eval.levels.items():
+    _check(isinstance(level, (int, float)) and not isinstance(level, bool)
+           and np.isfinite(level), f"eval.levels.{key}", level, "a finite number")
   _check(len(t.scale) == 2 and 0 < t.scale[0] <= t.scale[1], "train.scale", tuple(t.scale),
          "two zoom factors 0 < low <= high (1 1: no zoom)")
   _check(tuple(t.scale) == (1.0, 1.0) or len(t.patch) == 2, "train.scale", tuple(t.scale),
@@ -951,6 +960,38 @@ class Comparison:
                                                         else "") + "):", "",
             tables.markdown_table(headers, rows)]
 
+  def _estimate(self, result: Mapping[str, Any], name: str, key: str) -> stats.Estimate | None:
+    """A loss's estimate of a metric or study statistic (first seed of the statistics)."""
+    if key in result["estimates"][name]:
+      return result["estimates"][name][key]
+    per = [s[key] for s in result["study_statistics"][name] if key in s]
+    return per[0] if per else None
+
+  def level_lines(self, result: Mapping[str, Any]) -> list[str]:
+    """``table.md``'s verdict: which losses reach ``eval.levels``, which sit at chance."""
+    names, labels = result["names"], {**dict(self.study.metrics),
+                                      **dict(self.study.statistic_labels(self))}
+    lines = []
+    for key, level in self.cfg.eval.levels.items():
+      got = {n: self._estimate(result, n, key) for n in names}
+      if all(e is None for e in got.values()):  # another task's metric (one config, two tasks)
+        continue
+      reached = [f"{n} ({e.value:.3f})" for n, e in got.items() if e and e.value >= level]
+      missed = [f"{n} ({e.value:.3f})" if e else f"{n} (undefined)"
+                for n, e in got.items() if not (e and e.value >= level)]
+      lines.append(f"- {labels.get(key, key)} ≥ {level:g} (`eval.levels`, the level at which "
+                   "this comparison means something at this preset): "
+                   + (f"reached by {', '.join(reached)}" if reached else "reached by no loss")
+                   + (f"; **not reached** by {', '.join(missed)}" if missed else ""))
+    for key, level in self.study.chance.items():
+      at_chance = [n for n in names if (e := self._estimate(result, n, key)) is not None
+                   and np.isfinite(e.low) and e.low <= level <= e.high]
+      if at_chance:
+        lines.append(f"- **{labels.get(key, key)} CI includes chance ({level:g}) for "
+                     f"{', '.join(at_chance)}: this comparison is not informative at this "
+                     "preset** for these losses.")
+    return ["", "Level reached:", ""] + lines if lines else []
+
   def write_table(self, result: Mapping[str, Any], extra: Sequence[str]) -> str:
     cfg = self.cfg
     names = result["names"]
@@ -1031,6 +1072,7 @@ class Comparison:
                                         == self.study.metrics[0][0]])
     if result.get("holdout"):
       text += self._holdout_table(result["holdout"])
+    text += self.level_lines(result)
     text += list(extra)
     out = "\n".join(text).rstrip() + "\n"
     with open(os.path.join(self.workdir, "table.md"), "w") as f:

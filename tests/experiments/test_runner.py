@@ -79,6 +79,32 @@ def test_zoom_reaches_the_2d_augmentation_and_is_refused_for_3d():
     runner.validate_config(_cfg(scale=(0.8, 1.2), patch=(32, 32, 8)))
 
 
+def test_level_lines_say_who_reached_the_level_and_who_sits_at_chance():
+  cfg = tversky_config.get_config("cpu")
+  cfg.eval.levels = {"dice": 0.85, "hard_dice_WG": 0.85}   # the second: another task's metric
+  study = types.SimpleNamespace(metrics=(("dice", "Dice"),), chance={"AUROC": 0.5},
+                                statistic_labels=lambda cmp: (("AUROC", "AUROC"),))
+  est = lambda value, low, high: stats.Estimate(value, low, high, 4)
+  result = {"names": ["A", "B"],
+            "estimates": {"A": {"dice": est(0.9, 0.85, 0.95)}, "B": {"dice": est(0.8, 0.7, 0.9)}},
+            "study_statistics": {"A": [{"AUROC": est(0.9, 0.8, 0.97)}],
+                                 "B": [{"AUROC": est(0.55, 0.4, 0.7)}]}}
+  cmp = types.SimpleNamespace(cfg=cfg, study=study)
+  cmp._estimate = lambda *a: runner.Comparison._estimate(cmp, *a)
+  text = "\n".join(runner.Comparison.level_lines(cmp, result))
+  assert "- Dice ≥ 0.85 (`eval.levels`" in text and "reached by A (0.900)" in text
+  assert "**not reached** by B (0.800)" in text and "WG" not in text
+  assert "AUROC CI includes chance (0.5) for B: this comparison is not informative" in text
+  assert "for A" not in text
+  cfg.eval.levels = {}
+  study.chance = {}
+  assert runner.Comparison.level_lines(cmp, result) == []
+  bad = tversky_config.get_config("cpu")
+  bad.eval.levels = {"dice": "high"}
+  with pytest.raises(ConfigError, match="eval.levels.dice"):
+    runner.validate_config(bad)
+
+
 class _Stop(Exception):
   pass
 
