@@ -62,7 +62,7 @@ import optax
 import datasets
 from jaxseg import cli, inference, losses
 from jaxseg.data import augment as augment_lib
-from jaxseg.data.pipeline import PatchLoader, Volume
+from jaxseg.data.pipeline import FOREGROUND_SAMPLING, PatchLoader, Volume
 from jaxseg.data.preprocess import make_folds, split_validation
 from jaxseg.errors import ConfigError
 from jaxseg.metrics import overlap, stats
@@ -93,6 +93,8 @@ FIELD_HELP = {
     "train.batch_size": "global batch size (>= 1, a multiple of the device count)",
     "train.patch": "training patch (h, w) for 2D models or (h, w, d) for 3D models",
     "train.foreground_prob": "probability of centring a patch on a foreground voxel",
+    "train.foreground_sampling": "voxel (any foreground voxel) or class (a present foreground "
+                                 "class uniformly, then one of its voxels: nnU-Net)",
     "train.samples_per_epoch": "samples per epoch (None: every slice, or every case for 3D)",
     "train.workers": "Grain worker processes that sample and augment batches (0: in this process)",
     "train.optimizer": "adam, amsgrad or sgd",
@@ -168,6 +170,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 8
   c.train.patch = (64, 64)
   c.train.foreground_prob = 0.5
+  c.train.foreground_sampling = "voxel"
   c.train.samples_per_epoch = ml_collections.config_dict.placeholder(int)
   c.train.workers = 0
   c.train.optimizer = "adam"
@@ -367,6 +370,8 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _check(t.patience is None or t.patience >= 1, "train.patience", t.patience, "None or >= 1")
   _check(len(t.jitter) == 3 and all(j >= 0 for j in t.jitter), "train.jitter", tuple(t.jitter),
          "three standard deviations >= 0")
+  _check(t.foreground_sampling in FOREGROUND_SAMPLING, "train.foreground_sampling",
+         t.foreground_sampling, " or ".join(FOREGROUND_SAMPLING))
   for key, level in cfg.eval.levels.items():
     _check(isinstance(level, (int, float)) and not isinstance(level, bool)
            and np.isfinite(level), f"eval.levels.{key}", level, "a finite number")
@@ -617,7 +622,7 @@ class Comparison:
     return PatchLoader(train, batch_size=t.batch_size, patch_shape=tuple(t.patch),
                        foreground_prob=t.foreground_prob, seed=self.cfg.seed, num_epochs=epochs,
                        samples_per_epoch=t.samples_per_epoch, augment=_augment(t),
-                       workers=t.workers)
+                       workers=t.workers, foreground_sampling=t.foreground_sampling)
 
   def train(self, configs: Sequence[LossConfig], fold: Fold, *, name: str,
             epochs: int | None = None) -> tuple[list[list[FitResult]], Trainer]:

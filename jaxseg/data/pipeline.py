@@ -7,7 +7,10 @@ batches it would have seen, and any number of worker processes produce the same 
 
 Sampling follows nnU-Net: each sample picks a case (cases are visited in a fresh random order each
 epoch), then with probability ``foreground_prob`` centres the patch on a random foreground voxel of
-that case, otherwise on a uniformly random voxel. A 2D ``patch_shape`` ``(h, w)`` yields axial
+that case, otherwise on a uniformly random voxel. With ``foreground_sampling="class"`` the
+foreground centre is a random voxel of a foreground class drawn uniformly among the classes
+present in the case (nnU-Net's oversampling), so a thin class such as the neurovascular bundle
+is centred as often as the bladder. A 2D ``patch_shape`` ``(h, w)`` yields axial
 slices ``(h, w)`` (a patch of depth 1). Augmentation (`jaxseg.data.augment`) runs on each sample.
 
 Batching is Grain's (`patch_dataset`: a ``grain.MapDataset`` over sample indices, ``map`` then
@@ -41,6 +44,9 @@ Batch = dict[str, np.ndarray]
 
 DATA_AXIS = "data"
 CONFIG_AXIS = "config"
+#: How a foreground centre is drawn: ``"voxel"`` (any foreground voxel, so large classes
+#: dominate) or ``"class"`` (a present foreground class uniformly, then one of its voxels).
+FOREGROUND_SAMPLING = ("voxel", "class")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,16 +126,24 @@ def sample_patch(
     *,
     patch_shape: Sequence[int],
     foreground_prob: float,
-    foreground: np.ndarray | None = None,
+    foreground: np.ndarray | Sequence[np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-  """One patch ``{"image", "label", **dense extras}``; ``foreground`` = flat foreground indices."""
+  """One patch ``{"image", "label", **dense extras}``.
+
+  ``foreground``: the flat indices of the foreground voxels (a centre is one of them), or a list
+  of such arrays, one per foreground class present (a class is drawn uniformly first); None:
+  every non-zero label voxel.
+  """
   shape = volume.label.shape
   full = tuple(patch_shape) + (1,) * (len(shape) - len(patch_shape))
   if len(full) != len(shape):
     raise ValueError(f"patch_shape {tuple(patch_shape)} has more axes than the volume {shape}")
   if foreground is None:
     foreground = np.flatnonzero(volume.label)
-  if foreground.size and rng.random() < foreground_prob:
+  size = (len(foreground) if isinstance(foreground, (list, tuple)) else foreground.size)
+  if size and rng.random() < foreground_prob:
+    if isinstance(foreground, (list, tuple)):  # per class: a class first, then one of its voxels
+      foreground = foreground[rng.integers(len(foreground))]
     centre = np.unravel_index(foreground[rng.integers(foreground.size)], shape)
   else:
     centre = tuple(rng.integers(dim) for dim in shape)
@@ -162,16 +176,20 @@ class PatchSampler:
   batches of :func:`batches_per_epoch`). The case is ``order(e)[j]``, where each epoch visits
   the cases in fresh random orders (`epoch_rng`); the patch centre and the augmentation draw
   from `sample_rng` ``(seed, e, j)``. The sampler holds the training volumes and is pickled to
-  Grain's worker processes as it is.
+  Grain's worker processes as it is. ``foreground_sampling`` is one of
+  :data:`FOREGROUND_SAMPLING` (module docstring).
   """
 
   def __init__(self, volumes: Sequence[Volume], *, batch_size: int, patch_shape: Sequence[int],
                foreground_prob: float, seed: int, samples_per_epoch: int | None = None,
-               augment: Augment | None = None):
+               augment: Augment | None = None, foreground_sampling: str = "voxel"):
     if not volumes:
       raise ValueError("the input pipeline needs at least one volume to train on")
     if not 0.0 <= foreground_prob <= 1.0:
       raise ValueError(f"foreground_prob must be in [0, 1], got {foreground_prob}")
+    if foreground_sampling not in FOREGROUND_SAMPLING:
+      raise ValueError(f"foreground_sampling must be one of {FOREGROUND_SAMPLING}, got "
+                       f"{foreground_sampling!r}")
     self.volumes = list(volumes)
     self.batch_size = int(batch_size)
     self.patch_shape = tuple(int(n) for n in patch_shape)
@@ -181,7 +199,12 @@ class PatchSampler:
     self.num_batches = batches_per_epoch(volumes, batch_size=batch_size, patch_shape=patch_shape,
                                          samples_per_epoch=samples_per_epoch)
     self.samples_per_epoch = self.num_batches * self.batch_size
-    self._foregrounds = [np.flatnonzero(v.label) for v in self.volumes]
+    self.foreground_sampling = foreground_sampling
+    if foreground_sampling == "class":
+      self._foregrounds = [[np.flatnonzero(v.label.ravel() == c) for c in np.unique(v.label) if c]
+                           for v in self.volumes]
+    else:
+      self._foregrounds = [np.flatnonzero(v.label) for v in self.volumes]
     self._orders: dict[int, np.ndarray] = {}
 
   def order(self, epoch: int) -> np.ndarray:
@@ -233,8 +256,8 @@ class PatchLoader:
   manager.
 
   Args:
-    volumes, batch_size, patch_shape, foreground_prob, seed, samples_per_epoch, augment: as in
-      `PatchSampler`.
+    volumes, batch_size, patch_shape, foreground_prob, seed, samples_per_epoch, augment,
+      foreground_sampling: as in `PatchSampler`.
     num_epochs: epochs the loader can serve.
     workers: Grain worker processes (0: none, the batches are made on demand in this process).
     prefetch: batches each worker keeps ready.
@@ -243,12 +266,13 @@ class PatchLoader:
   def __init__(self, volumes: Sequence[Volume], *, batch_size: int, patch_shape: Sequence[int],
                foreground_prob: float, seed: int, num_epochs: int,
                samples_per_epoch: int | None = None, augment: Augment | None = None,
-               workers: int = 0, prefetch: int = 2):
+               workers: int = 0, prefetch: int = 2, foreground_sampling: str = "voxel"):
     if workers < 0 or prefetch < 1:
       raise ValueError(f"workers must be >= 0 and prefetch >= 1, got {workers} and {prefetch}")
     self.sampler = PatchSampler(volumes, batch_size=batch_size, patch_shape=patch_shape,
                                 foreground_prob=foreground_prob, seed=seed,
-                                samples_per_epoch=samples_per_epoch, augment=augment)
+                                samples_per_epoch=samples_per_epoch, augment=augment,
+                                foreground_sampling=foreground_sampling)
     self.num_batches = self.sampler.num_batches
     self.num_epochs = int(num_epochs)
     self.workers = int(workers)

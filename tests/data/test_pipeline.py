@@ -48,6 +48,27 @@ def test_foreground_probability_one_always_contains_foreground():
   assert (labels.reshape(len(labels), -1).max(-1) > 0).mean() < 0.5
 
 
+def test_class_sampling_centres_every_present_class_equally_often():
+  # A big class (1: 400 voxels) and a thin one (2: 4 voxels): voxel sampling centres on the thin
+  # class about 1% of the time, class sampling half of the time (nnU-Net's oversampling).
+  label = np.zeros((40, 40, 1), np.uint8)
+  label[0:20, 0:20] = 1
+  label[30, 30:34] = 2
+  vol = pipeline.Volume(image=np.zeros(label.shape, np.float32), label=label,
+                        spacing=(1.0, 1.0, 1.0), case_id="a")
+  share = {}
+  for mode in pipeline.FOREGROUND_SAMPLING:
+    sampler = pipeline.PatchSampler([vol], batch_size=1, patch_shape=(1, 1), foreground_prob=1.0,
+                                    seed=0, samples_per_epoch=2000, foreground_sampling=mode)
+    centres = np.array([sampler(i)["label"][0, 0] for i in range(2000)])
+    assert set(np.unique(centres)) <= {1, 2}   # foreground_prob 1: always on the foreground
+    share[mode] = (centres == 2).mean()
+  assert share["voxel"] < 0.03 and 0.45 < share["class"] < 0.55, share
+  with pytest.raises(ValueError, match="foreground_sampling must be one of"):
+    pipeline.PatchSampler([vol], batch_size=1, patch_shape=(1, 1), foreground_prob=1.0, seed=0,
+                          foreground_sampling="organ")
+
+
 def test_patch_crop_pads_outside_the_volume_and_3d_patches():
   vol = _volumes(1, shape=(5, 5, 4))[0]
   rng = np.random.default_rng(0)
