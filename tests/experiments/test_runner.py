@@ -24,7 +24,8 @@ def _cfg(**train):
     ("epochs", 0, "train.epochs = 0"), ("epochs", -3, "train.epochs = -3"),
     ("batch_size", 0, "train.batch_size = 0"), ("batch_size", 6, "multiple of the 4 devices"),
     ("foreground_prob", 1.5, "probability in [0, 1]"), ("schedule", "step", "'constant'"),
-    ("scale", (1.2, 0.8), "0 < low <= high"), ("foreground_sampling", "organ", "voxel or class"), ("scale", (0.0, 1.0), "train.scale = (0.0, 1.0)"),
+    ("scale", (1.2, 0.8), "0 < low <= high"), ("scale", (0.0, 1.0), "train.scale = (0.0, 1.0)"),
+    ("foreground_sampling", "organ", "voxel or class"),
 ])
 def test_validate_config_names_field_value_and_allowed(field, value, words):
   with pytest.raises(ConfigError, match=None) as e:
