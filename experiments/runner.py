@@ -201,8 +201,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.tta = False
   c.eval.largest_component = False
   c.eval.num_resamples = 2000
-  # The level each loss must reach on a metric (or study statistic) before the comparison means
-  # something at this preset: ``{key: level}``, e.g. the paper's level; table.md says who reached it.
+  # The level each loss must reach on a metric or study statistic (higher is better) before the
+  # comparison means something at this preset: ``{key: level}``, e.g. the paper's level;
+  # table.md says which losses reached it.
   c.eval.levels = ml_collections.ConfigDict()
   return c
 
@@ -974,8 +975,8 @@ class Comparison:
 
   def level_lines(self, result: Mapping[str, Any]) -> list[str]:
     """``table.md``'s verdict: which losses reach ``eval.levels``, which sit at chance."""
-    names, labels = result["names"], {**dict(self.study.metrics),
-                                      **dict(self.study.statistic_labels(self))}
+    names = result["names"]
+    labels = {**dict(self.metric_columns()), **dict(self.study.statistic_labels(self))}
     lines = []
     for key, level in self.cfg.eval.levels.items():
       got = {n: self._estimate(result, n, key) for n in names}

@@ -90,7 +90,7 @@ def test_level_lines_say_who_reached_the_level_and_who_sits_at_chance():
             "estimates": {"A": {"dice": est(0.9, 0.85, 0.95)}, "B": {"dice": est(0.8, 0.7, 0.9)}},
             "study_statistics": {"A": [{"AUROC": est(0.9, 0.8, 0.97)}],
                                  "B": [{"AUROC": est(0.55, 0.4, 0.7)}]}}
-  cmp = types.SimpleNamespace(cfg=cfg, study=study)
+  cmp = types.SimpleNamespace(cfg=cfg, study=study, metric_columns=lambda: [("dice", "Dice")])
   cmp._estimate = lambda *a: runner.Comparison._estimate(cmp, *a)
   text = "\n".join(runner.Comparison.level_lines(cmp, result))
   assert "- Dice ≥ 0.85 (`eval.levels`" in text and "reached by A (0.900)" in text
