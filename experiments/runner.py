@@ -985,8 +985,7 @@ class Comparison:
       reached = [f"{n} ({e.value:.3f})" for n, e in got.items() if e and e.value >= level]
       missed = [f"{n} ({e.value:.3f})" if e else f"{n} (undefined)"
                 for n, e in got.items() if not (e and e.value >= level)]
-      lines.append(f"- {labels.get(key, key)} ≥ {level:g} (`eval.levels`, the level at which "
-                   "this comparison means something at this preset): "
+      lines.append(f"- {labels.get(key, key)} ≥ {level:g}: "
                    + (f"reached by {', '.join(reached)}" if reached else "reached by no loss")
                    + (f"; **not reached** by {', '.join(missed)}" if missed else ""))
     for key, level in self.study.chance.items():
@@ -996,7 +995,9 @@ class Comparison:
         lines.append(f"- **{labels.get(key, key)} CI includes chance ({level:g}) for "
                      f"{', '.join(at_chance)}: this comparison is not informative at this "
                      "preset** for these losses.")
-    return ["", "Level reached:", ""] + lines if lines else []
+    return (["", "Level reached (`eval.levels`: the level at which this comparison means "
+             "something at this preset; a CI that includes chance means it does not):", ""]
+            + lines if lines else [])
 
   def write_table(self, result: Mapping[str, Any], extra: Sequence[str]) -> str:
     cfg = self.cfg

@@ -93,7 +93,7 @@ def test_level_lines_say_who_reached_the_level_and_who_sits_at_chance():
   cmp = types.SimpleNamespace(cfg=cfg, study=study, metric_columns=lambda: [("dice", "Dice")])
   cmp._estimate = lambda *a: runner.Comparison._estimate(cmp, *a)
   text = "\n".join(runner.Comparison.level_lines(cmp, result))
-  assert "- Dice ≥ 0.85 (`eval.levels`" in text and "reached by A (0.900)" in text
+  assert "- Dice ≥ 0.85: reached by A (0.900)" in text and "`eval.levels`" in text
   assert "**not reached** by B (0.800)" in text and "WG" not in text
   assert "AUROC CI includes chance (0.5) for B: this comparison is not informative" in text
   assert "for A" not in text
