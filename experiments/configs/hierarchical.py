@@ -56,8 +56,8 @@ def get_config(preset: str = "cpu"):
   # real data (`--data zenodo`) the matrix is built from the training labels, as in the paper.
   c.data.sources.phantom.preset = {"penalty": "paper"}
   if preset == "cpu":
-    # Sized by measurement (BENCHMARKS.md, "Default runs", hierarchical): 12 epochs did not
-    # learn the thin NVB (Dice 0), 3-epoch alpha runs ranked the alphas at validation Dice
+    # Sized by measurement (BENCHMARKS.md, "CPU presets that learn their task"): 12 epochs
+    # did not learn the thin NVB (Dice 0), 3-epoch alpha runs ranked the alphas at validation Dice
     # 0.05-0.15 (noise); 40 epochs with a cosine schedule and class-balanced foreground
     # sampling reach NVB Dice 0.4-0.6 in about 5 minutes on 2 cores.
     c.search_epochs = 12
