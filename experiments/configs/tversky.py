@@ -3,11 +3,11 @@
 ``cpu``: minutes on 2 CPU cores (a 1/8-width U-Net on whole 96x96 slices of 40 phantom cases,
 12 epochs of 512 slices, 80% of them drawn on the gland, cosine schedule; sized by measurement,
 BENCHMARKS.md "CPU presets that learn their task"). With ``--data promise12`` the ``cpu`` preset
-is the real-MRI one (``sources.promise12.preset``): a 1/8-width U-Net on whole 128x128 T2 slices, 24 epochs of
-every slice of the 25 training cases with 80% of the samples drawn on the gland, cosine
-schedule, flips, rotations, zooms of 0.7-1.4 and intensity jitter, and the test metrics
-reported raw and after keeping the largest connected component (BENCHMARKS.md, "Time to
-quality on real MRI", says what each setting bought).
+is the real-MRI one (``sources.promise12.preset``): a 1/8-width U-Net on whole 128x128 T2
+slices, 24 epochs of every slice of the 25 training cases with 80% of the samples drawn on the
+gland, cosine schedule, flips, rotations, zooms of 0.7-1.4 and intensity jitter, and the test
+metrics reported raw and after keeping the largest connected component (BENCHMARKS.md, "Time
+to quality on real MRI", says what each setting bought).
 ``paper``: the published settings (full width, whole 384x384 slices, Adam 1e-4, batch 16, early
 stopping with patience 3, rotations of +-35 degrees, flips 0.5 / 0.1).
 """
