@@ -63,7 +63,7 @@ def get_config(preset: str = "cpu"):
     # on real MRI"); the phantom numbers above do not transfer to real anatomy.
     c.data.sources.promise12.preset = {
         "model": {"overrides": {"width": 0.125}},
-        "train": {"patch": (128, 128), "epochs": 24, "samples_per_epoch": None,
+        "train": {"patch": (128, 128), "epochs": 32, "samples_per_epoch": None,
                   "foreground_prob": 0.8, "schedule": "cosine", "learning_rate": 1e-3,
                   "max_degrees": 15.0, "scale": (0.7, 1.4), "jitter": (0.1, 0.1, 0.0)},
         "eval": {"largest_component": True, "levels": {"dice_lcc": 0.85}},

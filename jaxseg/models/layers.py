@@ -116,6 +116,44 @@ def im2col_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=
                     precision=precision, preferred_element_type=preferred_element_type)
 
 
+def _depth_to_space_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Transposed convolution whose kernel equals its stride, as a matrix product.
+
+  ``y[n, s_1 k_1 + a_1, ..., c_out] = sum_c x[n, s_1, ..., c] w[k_1 - 1 - a_1, ..., c, c_out]``:
+  ``lax.conv_transpose`` (no ``transpose_kernel``) correlates the zero-dilated input with the
+  kernel, which reads the kernel's taps in reverse order.
+  """
+  nd = x.ndim - 2
+  k = kernel.shape[:nd]
+  flipped = kernel[(slice(None, None, -1),) * nd]
+  y = jnp.tensordot(x, flipped, axes=[[x.ndim - 1], [nd]])  # (n, *spatial, *k, c_out)
+  order = [0] + [a for i in range(nd) for a in (1 + i, 1 + nd + i)] + [1 + 2 * nd]
+  shape = (x.shape[0],) + tuple(s * f for s, f in zip(x.shape[1:-1], k)) + (kernel.shape[-1],)
+  return y.transpose(order).reshape(shape)
+
+
+def max_pool_blocks(x: jax.Array, window: Sequence[int]) -> jax.Array:
+  """Max over non-overlapping ``window`` blocks of a channels-last array (stride = window).
+
+  The same values as ``nn.max_pool(x, window, strides=window)`` when the window divides every
+  spatial size, computed as a reshape and a max reduction. Its gradient goes to the block's
+  maximum (shared equally between tied maxima, where ``nn.max_pool`` gives it all to the first:
+  the two differ only on ties, e.g. blocks of ReLU zeros, whose gradient the ReLU then zeroes).
+  XLA:CPU runs the reduce-window / select-and-scatter pair of ``nn.max_pool`` as a generic
+  window loop; this is a plain reduction. Other sizes fall back to ``nn.max_pool``.
+  """
+  window = tuple(window)
+  nd = x.ndim - 2
+  if len(window) != nd:
+    raise ValueError(f"window {window} must have one entry per spatial axis of {x.shape}")
+  if any(s % w for s, w in zip(x.shape[1:-1], window)):
+    return nn.max_pool(x, window, strides=window)
+  shape = [x.shape[0]]
+  for s, w in zip(x.shape[1:-1], window):
+    shape += [s // w, w]
+  return x.reshape(shape + [x.shape[-1]]).max(axis=tuple(2 + 2 * i for i in range(nd)))
+
+
 def conv_general_dilated(impl: str):
   """The convolution function of an implementation name (``"xla"`` or ``"im2col"``)."""
   if impl == "xla":
@@ -132,6 +170,13 @@ class ConvTranspose(nn.Module):
   Same parameters (``kernel`` ``(*kernel_size, C_in, features)``, ``bias``) and the same values
   as ``nn.ConvTranspose``: like ``lax.conv_transpose``, the input is dilated with ``strides - 1``
   zeros and convolved (stride 1) with the kernel, padded as ``lax.conv_transpose`` pads.
+
+  When the kernel equals the stride (the U-Nets' 2x2 / 2x2x2 up-convolutions) the windows do not
+  overlap: every output voxel is one input voxel times one kernel tap, so the layer runs as one
+  matrix product and a depth-to-space reshape (:func:`_depth_to_space_transpose`), whatever
+  ``conv_impl`` says. XLA:CPU ran the weight gradient of the dilated-convolution form of the
+  seed-002 U-Net's four up-convolutions at 28% of a whole train step (BENCHMARKS.md, "Where a
+  CPU train step goes").
   """
 
   features: int
@@ -157,6 +202,9 @@ class ConvTranspose(nn.Module):
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     if len(kernel_size) > 3:
       raise ValueError(f"1-3 spatial axes are supported, got {len(kernel_size)}")
+    if kernel_size == tuple(self.strides) and self.padding in ("SAME", "VALID"):
+      y = _depth_to_space_transpose(x, kernel)
+      return y if bias is None else y + bias
     pads = [_transpose_padding(k, s, self.padding) for k, s in zip(kernel_size, self.strides)]
     spatial = "DHW"[-len(kernel_size):]
     numbers = jax.lax.conv_dimension_numbers(x.shape, kernel.shape,

@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.layers import resize_bilinear_align_corners
+from jaxseg.models.layers import (CONV_IMPLS, ConvTranspose, conv_general_dilated, max_pool_blocks,
+                                 resize_bilinear_align_corners)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,11 @@ class UNet2DConfig:
       ``"transpose"`` (2x2 stride-2 transposed convolution to the skip's width, seed 002).
     width: multiplier applied to every channel count (0.25 gives a CPU-sized model).
     dtype: computation dtype (parameters stay float32), e.g. ``jnp.bfloat16`` on accelerators.
+    conv_impl: ``"xla"`` (``lax.conv_general_dilated``) or ``"im2col"`` (every 3x3 convolution
+      as one patch-matrix product, :func:`jaxseg.models.layers.im2col_conv_general_dilated`):
+      the same values; under ``vmap`` (a sweep of configurations) XLA turns convolutions into
+      grouped ones, which XLA:CPU runs slowly, and patch matrices into batched matrix products,
+      which it runs well (BENCHMARKS.md, "Sweep vs one after another").
   """
 
   features: Sequence[int] = (64, 128)
@@ -43,6 +49,7 @@ class UNet2DConfig:
   upsample: str = "bilinear"
   width: float = 1.0
   dtype: str = "float32"
+  conv_impl: str = "xla"
 
   @classmethod
   def hierarchical(cls, **overrides) -> "UNet2DConfig":
@@ -67,11 +74,13 @@ class ConvBlock(nn.Module):
   batch_norm: bool
   use_bias: bool
   dtype: jnp.dtype
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for _ in range(2):
-      x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=self.use_bias, dtype=self.dtype)(x)
+      x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=self.use_bias, dtype=self.dtype,
+                  conv_general_dilated=conv_general_dilated(self.conv_impl))(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
       x = nn.relu(x)
@@ -92,25 +101,28 @@ class UNet2D(nn.Module):
     cfg = self.config
     if cfg.upsample not in ("bilinear", "transpose"):
       raise ValueError(f"upsample must be 'bilinear' or 'transpose', got {cfg.upsample!r}")
+    if cfg.conv_impl not in CONV_IMPLS:
+      raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {cfg.conv_impl!r}")
     if images.ndim != 4:
       raise ValueError(f"UNet2D expects (batch, height, width, channels), got {images.shape}")
     if images.shape[1] % self.size_multiple or images.shape[2] % self.size_multiple:
       raise ValueError(f"height and width must be multiples of {self.size_multiple}, got "
                        f"{images.shape[1:3]}; pad the input (jaxseg.inference pads for you)")
     dtype = jnp.dtype(cfg.dtype)
-    block = lambda n: ConvBlock(cfg.channels(n), cfg.batch_norm, cfg.conv_bias, dtype)
+    block = lambda n: ConvBlock(cfg.channels(n), cfg.batch_norm, cfg.conv_bias, dtype,
+                                cfg.conv_impl)
     x = images.astype(dtype)
     skips = []
     for n in cfg.features:
       x = block(n)(x, train)
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_blocks(x, (2, 2))
     x = block(cfg.bottleneck)(x, train)
     for n, skip in zip(reversed(cfg.features), reversed(skips)):
       if cfg.upsample == "bilinear":
         x = resize_bilinear_align_corners(x, skip.shape[1:3])
       else:
-        x = nn.ConvTranspose(cfg.channels(n), (2, 2), strides=(2, 2), dtype=dtype)(x)
+        x = ConvTranspose(cfg.channels(n), (2, 2), (2, 2), dtype=dtype)(x)
       x = jnp.concatenate([x, skip], axis=-1)
       x = block(n)(x, train)
     logits = nn.Conv(cfg.num_classes, (1, 1), dtype=dtype)(x)

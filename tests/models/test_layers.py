@@ -95,6 +95,29 @@ class ConvTransposeTest(chex.TestCase):
     chex.assert_equal_shape((got, want))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(((2, 2),), ((2, 3),), ((2, 2, 2),))
+  def test_kernel_equal_to_stride_matches_flax_values_and_gradients(self, kernel):
+    # kernel == stride takes the matrix-product (depth-to-space) path of the U-Nets' up-convs.
+    x = jax.random.normal(jax.random.key(0), (2,) + (3,) * len(kernel) + (5,))
+    reference = nn.ConvTranspose(4, kernel, strides=kernel)
+    variables = reference.init(jax.random.key(1), x)
+    mine = layers.ConvTranspose(4, kernel, kernel)
+    loss = lambda module: lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
+    got = self.variant(jax.value_and_grad(loss(mine), argnums=(0, 1)))(variables, x)
+    want = jax.value_and_grad(loss(reference), argnums=(0, 1))(variables, x)
+    chex.assert_shape(mine.apply(variables, x),
+                      (2,) + tuple(3 * k for k in kernel) + (4,))
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+
+  def test_kernel_equal_to_stride_by_hand(self):
+    # One input pixel, two output channels: the 2x2 block is the kernel read in reverse.
+    kernel = jnp.arange(8.0).reshape(2, 2, 1, 2)
+    y = layers.ConvTranspose(2, (2, 2), (2, 2), use_bias=False).apply(
+        {"params": {"kernel": kernel}}, jnp.full((1, 1, 1, 1), 2.0))
+    np.testing.assert_array_equal(y[0, :, :, 0], 2.0 * np.array([[6.0, 4.0], [2.0, 0.0]]))
+    np.testing.assert_array_equal(y[0, :, :, 1], 2.0 * np.array([[7.0, 5.0], [3.0, 1.0]]))
+
   def test_bad_arguments(self):
     x = jnp.ones((1, 4, 4, 4, 2))
     with self.assertRaisesRegex(ValueError, "one entry per spatial axis"):
@@ -102,6 +125,36 @@ class ConvTransposeTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "padding"):
       layers.ConvTranspose(3, (2, 2, 2), (2, 2, 2), padding="CIRCULAR").init(
           jax.random.key(0), x)
+
+
+class MaxPoolBlocksTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(((2, 2), (2, 8, 6, 3)), ((2, 1, 2), (1, 4, 3, 6, 2)))
+  def test_matches_flax_max_pool_values_and_gradients(self, window, shape):
+    # Distinct values (a permutation), so no block has tied maxima.
+    x = jax.random.permutation(jax.random.key(0), np.prod(shape)).reshape(shape) / 7.0
+    pool = lambda f: lambda x: jnp.sum(jnp.cos(f(x)))
+    got = self.variant(jax.value_and_grad(pool(lambda x: layers.max_pool_blocks(x, window))))(x)
+    want = jax.value_and_grad(pool(lambda x: nn.max_pool(x, window, strides=window)))(x)
+    chex.assert_trees_all_close(got, want, rtol=1e-6)
+    chex.assert_shape(layers.max_pool_blocks(x, window),
+                      (shape[0],) + tuple(s // w for s, w in zip(shape[1:-1], window))
+                      + (shape[-1],))
+
+  def test_hand_values_and_tied_maxima(self):
+    x = jnp.array([[1.0, 5.0, 0.0, 0.0], [3.0, 2.0, 0.0, 0.0]]).reshape(1, 2, 4, 1)
+    np.testing.assert_array_equal(layers.max_pool_blocks(x, (2, 2))[0, :, :, 0], [[5.0, 0.0]])
+    g = jax.grad(lambda x: layers.max_pool_blocks(x, (2, 2)).sum())(x)[0, :, :, 0]
+    # The maximum takes the gradient; four tied zeros share it.
+    np.testing.assert_array_equal(g, [[0.0, 1.0, 0.25, 0.25], [0.0, 0.0, 0.25, 0.25]])
+
+  def test_sizes_the_window_does_not_divide_fall_back_to_flax(self):
+    x = jax.random.normal(jax.random.key(0), (1, 5, 4, 2))
+    np.testing.assert_array_equal(layers.max_pool_blocks(x, (2, 2)),
+                                  nn.max_pool(x, (2, 2), strides=(2, 2)))
+    with self.assertRaisesRegex(ValueError, "one entry per spatial axis"):
+      layers.max_pool_blocks(x, (2, 2, 2))
 
 
 if __name__ == "__main__":

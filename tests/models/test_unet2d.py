@@ -1,5 +1,7 @@
 """Tests of the 2D U-Net and its building blocks."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -41,6 +43,30 @@ def test_tversky_preset_has_batch_norm_and_one_output():
   changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"],
                          updates["batch_stats"])
   assert any(jax.tree.leaves(changed))
+
+
+def test_tversky_preset_parameter_names_are_flax_ones():
+  # Checkpoints written before jaxseg's own ConvTranspose keep loading: same names and shapes.
+  model = UNet2D(UNet2DConfig.tversky(width=0.0625))
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 32, 32, 1)))["params"]
+  ups = {k: v["kernel"].shape for k, v in params.items() if k.startswith("ConvTranspose")}
+  assert ups == {"ConvTranspose_0": (2, 2, 64, 32), "ConvTranspose_1": (2, 2, 32, 16),
+                 "ConvTranspose_2": (2, 2, 16, 8), "ConvTranspose_3": (2, 2, 8, 4)}
+
+
+@pytest.mark.parametrize("preset", ["hierarchical", "tversky"])
+def test_im2col_convolutions_give_the_same_values_and_gradients(preset):
+  cfg = getattr(UNet2DConfig, preset)(width=0.0625)
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 1))
+  xla, im2col = UNet2D(cfg), UNet2D(dataclasses.replace(cfg, conv_impl="im2col"))
+  variables = xla.init(jax.random.key(0), x)
+  chex.assert_trees_all_equal_shapes(variables, im2col.init(jax.random.key(0), x))
+  loss = lambda model: lambda v: jnp.sum(jnp.tanh(model.apply(v, x)))
+  got = jax.value_and_grad(loss(im2col))(variables)
+  want = jax.value_and_grad(loss(xla))(variables)
+  chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="conv_impl must be one of"):
+    UNet2D(dataclasses.replace(cfg, conv_impl="cudnn")).init(jax.random.key(0), x)
 
 
 def test_width_multiplier_and_determinism():
