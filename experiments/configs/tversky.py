@@ -4,7 +4,7 @@
 12 epochs of 512 slices, 80% of them drawn on the gland, cosine schedule; sized by measurement,
 BENCHMARKS.md "CPU presets that learn their task"). With ``--data promise12`` the ``cpu`` preset
 is the real-MRI one (``sources.promise12.preset``): a 1/8-width U-Net on whole 128x128 T2
-slices, 24 epochs of every slice of the 25 training cases with 80% of the samples drawn on the
+slices, 32 epochs of every slice of the 25 training cases with 80% of the samples drawn on the
 gland, cosine schedule, flips, rotations, zooms of 0.7-1.4 and intensity jitter, and the test
 metrics reported raw and after keeping the largest connected component (BENCHMARKS.md, "Time
 to quality on real MRI", says what each setting bought).
@@ -52,7 +52,7 @@ def get_config(preset: str = "cpu"):
   }
   if preset == "cpu":
     c.model.overrides.width = 0.125
-    # One configuration after another: on a CPU the vmapped sweep of this U-Net runs at 0.51x
+    # One configuration after another: on a CPU the vmapped sweep of this U-Net runs at 0.56x
     # (BENCHMARKS.md, sweep); the protocol (initialisation, batches, selection) is the same.
     c.train.update(mode="sequential", epochs=12, batch_size=8, patch=(96, 96), learning_rate=1e-3,
                    schedule="cosine", foreground_prob=0.8, samples_per_epoch=512, flip_prob=0.5)

@@ -174,9 +174,9 @@ class ConvTranspose(nn.Module):
   When the kernel equals the stride (the U-Nets' 2x2 / 2x2x2 up-convolutions) the windows do not
   overlap: every output voxel is one input voxel times one kernel tap, so the layer runs as one
   matrix product and a depth-to-space reshape (:func:`_depth_to_space_transpose`), whatever
-  ``conv_impl`` says. XLA:CPU ran the weight gradient of the dilated-convolution form of the
-  seed-002 U-Net's four up-convolutions at 28% of a whole train step (BENCHMARKS.md, "Where a
-  CPU train step goes").
+  ``conv_impl`` says. XLA:CPU ran the weight gradients of the dilated-convolution form of the
+  seed-002 U-Net's four up-convolutions in 41% of the traced time of a train step
+  (BENCHMARKS.md, "Where a CPU train step of the seed-002 U-Net goes").
   """
 
   features: int

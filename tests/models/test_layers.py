@@ -103,6 +103,7 @@ class ConvTransposeTest(chex.TestCase):
     reference = nn.ConvTranspose(4, kernel, strides=kernel)
     variables = reference.init(jax.random.key(1), x)
     mine = layers.ConvTranspose(4, kernel, kernel)
+    chex.assert_trees_all_equal(variables, mine.init(jax.random.key(1), x))  # same init too
     loss = lambda module: lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
     got = self.variant(jax.value_and_grad(loss(mine), argnums=(0, 1)))(variables, x)
     want = jax.value_and_grad(loss(reference), argnums=(0, 1))(variables, x)
