@@ -132,15 +132,41 @@ def _depth_to_space_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return y.transpose(order).reshape(shape)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _block_max(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+  return x.max(axis=axes)
+
+
+def _block_max_fwd(x, axes):
+  y = x.max(axis=axes)
+  return y, (x, y)
+
+
+def _block_max_bwd(axes, residuals, g):
+  # jax's own rule for a max reduction, ``mask * g / count`` with ``count`` the number of
+  # elements equal to the maximum, except that a count of 0 gives 0, not 0 / 0: XLA may
+  # recompute the pooled activations here in another fusion, with another rounding, so that no
+  # element equals the maximum it computed in the forward pass (a NaN gradient in the 4-device
+  # tests of the tversky study).
+  x, y = residuals
+  mask = (x == jnp.expand_dims(y, axes)).astype(g.dtype)
+  count = mask.sum(axis=axes)
+  return (mask * jnp.expand_dims(g / jnp.maximum(count, 1), axes),)
+
+
+_block_max.defvjp(_block_max_fwd, _block_max_bwd)
+
+
 def max_pool_blocks(x: jax.Array, window: Sequence[int]) -> jax.Array:
   """Max over non-overlapping ``window`` blocks of a channels-last array (stride = window).
 
   The same values as ``nn.max_pool(x, window, strides=window)`` when the window divides every
   spatial size, computed as a reshape and a max reduction. Its gradient goes to the block's
   maximum (shared equally between tied maxima, where ``nn.max_pool`` gives it all to the first:
-  the two differ only on ties, e.g. blocks of ReLU zeros, whose gradient the ReLU then zeroes).
-  XLA:CPU runs the reduce-window / select-and-scatter pair of ``nn.max_pool`` as a generic
-  window loop; this is a plain reduction. Other sizes fall back to ``nn.max_pool``.
+  the two differ only on ties, e.g. blocks of ReLU zeros, whose gradient the ReLU then zeroes),
+  and is never NaN (see ``_block_max_bwd``). XLA:CPU runs the reduce-window / select-and-scatter
+  pair of ``nn.max_pool`` as a generic window loop; this is a plain reduction. Other sizes fall
+  back to ``nn.max_pool``.
   """
   window = tuple(window)
   nd = x.ndim - 2
@@ -151,7 +177,7 @@ def max_pool_blocks(x: jax.Array, window: Sequence[int]) -> jax.Array:
   shape = [x.shape[0]]
   for s, w in zip(x.shape[1:-1], window):
     shape += [s // w, w]
-  return x.reshape(shape + [x.shape[-1]]).max(axis=tuple(2 + 2 * i for i in range(nd)))
+  return _block_max(x.reshape(shape + [x.shape[-1]]), tuple(2 + 2 * i for i in range(nd)))
 
 
 def conv_general_dilated(impl: str):

@@ -58,7 +58,8 @@ def test_help_shows_preset_values_and_meaning(capsys):
     tversky.main(["--help"])
   assert e.value.code == 0
   out = capsys.readouterr().out
-  assert "--train.epochs" in out and "--epochs" in out and "[12]" in out
+  epochs = tversky_config.get_config("cpu").train.epochs
+  assert "--train.epochs" in out and "--epochs" in out and f"[{epochs}]" in out
   assert "number of training epochs" in out
   assert "--data.settings.num_cases" in out and "[40]" in out
 

@@ -147,8 +147,18 @@ class MaxPoolBlocksTest(chex.TestCase):
     x = jnp.array([[1.0, 5.0, 0.0, 0.0], [3.0, 2.0, 0.0, 0.0]]).reshape(1, 2, 4, 1)
     np.testing.assert_array_equal(layers.max_pool_blocks(x, (2, 2))[0, :, :, 0], [[5.0, 0.0]])
     g = jax.grad(lambda x: layers.max_pool_blocks(x, (2, 2)).sum())(x)[0, :, :, 0]
-    # The maximum takes the gradient; four tied zeros share it.
+    # The maximum takes the gradient; four tied zeros share it, as in jax's max reduction.
     np.testing.assert_array_equal(g, [[0.0, 1.0, 0.25, 0.25], [0.0, 0.0, 0.25, 0.25]])
+    reduction = jax.grad(lambda x: x.reshape(1, 1, 2, 2, 2, 1).max(axis=(2, 4)).sum())(x)
+    np.testing.assert_array_equal(g, reduction[0, :, :, 0])
+
+  def test_gradient_of_a_block_without_its_maximum_is_zero_not_nan(self):
+    # What XLA's recomputation can produce: residuals where no element equals the recorded
+    # maximum (second block). jax's own rule would give 0 / 0 there.
+    x = jnp.array([[1.0, 3.0], [5.0, 7.0]])
+    y = jnp.array([3.0, 9.0])
+    (g,) = layers._block_max_bwd((1,), (x, y), jnp.ones(2))  # pylint: disable=protected-access
+    np.testing.assert_array_equal(g, [[0.0, 1.0], [0.0, 0.0]])
 
   def test_sizes_the_window_does_not_divide_fall_back_to_flax(self):
     x = jax.random.normal(jax.random.key(0), (1, 5, 4, 2))
