@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from benchmarks._machine import cpu_name
+from benchmarks.sweep_routes import add_sweep_arguments
 from experiments.configs.tversky import PAPER_ALPHAS
 from experiments.runner import LossConfig, sweep_loss
 from experiments.tversky import bce, make_tversky
@@ -78,12 +79,7 @@ def _contender(sweep: bool, conv_impl: str, args, batch):
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--configs", type=int, default=8)
-  parser.add_argument("--width", type=float, default=0.0625)
-  parser.add_argument("--size", type=int, default=64)
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--steps", type=int, default=5)
-  parser.add_argument("--repeats", type=int, default=3)
+  add_sweep_arguments(parser)
   parser.add_argument("--conv-impls", default=",".join(CONV_IMPLS),
                       help="comma-separated UNet2DConfig.conv_impl values to time in both modes")
   args = parser.parse_args(argv)

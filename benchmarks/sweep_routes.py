@@ -29,14 +29,20 @@ import sys
 import time
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+  """The model and timing flags that this benchmark shares with ``benchmarks.sweep`` (this
+  module imports no JAX at its top, so it can set ``XLA_FLAGS`` before the backend starts)."""
   parser.add_argument("--configs", type=int, default=8)
   parser.add_argument("--width", type=float, default=0.0625)
   parser.add_argument("--size", type=int, default=64)
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--repeats", type=int, default=3)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  add_sweep_arguments(parser)
   parser.add_argument("--devices", type=int, default=1, help="host CPU devices (config axis)")
   parser.add_argument("--routes", default="vmap,unrolled,sequential")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
