@@ -531,12 +531,43 @@ def prepare(
       (also a `FileNotFoundError`, see above).
   """
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+  config_name = getattr(config, "name", config) or "default"
   try:
-    with quiet_tfds():
+    with build_lock(data_dir, builder_cls.name, config_name), quiet_tfds():
       return _prepare(builder_cls, config=config, data_dir=data_dir, manual_dir=manual_dir,
                       sort_key=sort_key)
   except _DATA_ERRORS as e:
     raise as_data_error(e)  # pylint: disable=raise-missing-from  (takes over e's traceback)
+
+
+@contextlib.contextmanager
+def build_lock(data_dir: str, name: str, config: str) -> Iterator[None]:
+  """Holds ``<data_dir>/<name>/.<config>.lock`` exclusively (an advisory ``flock``).
+
+  Two processes that prepare the same dataset config at once (two runs started side by side on
+  a fresh cache, or after the manual directory changed) would otherwise both delete and write
+  the same build directory. The second one waits here, with one line on stderr, and then finds
+  the build made. Where ``fcntl`` is missing (Windows), builds are not serialised.
+  """
+  try:
+    import fcntl  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    yield
+    return
+  directory = os.path.join(data_dir, name)
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f".{config}.lock")
+  with open(path, "a", encoding="utf-8") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      print(f"waiting for another process that prepares {name}/{config} ({path})",
+            file=sys.stderr, flush=True)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _prepare(
@@ -572,6 +603,10 @@ def _prepare(
   else:
     print(f"building {builder.name}/{where} in {data_dir} (first run only)", file=sys.stderr,
           flush=True)
+    if os.path.isdir(os.fspath(builder.data_dir)):
+      # Left by an interrupted clean-up (no dataset_info.json): tfds would take the directory
+      # for a finished build and read no examples from it.
+      shutil.rmtree(os.fspath(builder.data_dir))
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.fspath(manual_dir) if manual_dir is not None else None,
       try_download_gcs=False,

@@ -111,6 +111,8 @@ FIELD_HELP = {
     "train.scale": "range (low, high) of the random zoom of a slice (2D only; 1 1: none)",
     "train.jitter": "intensity augmentation (scale std, shift std, noise std); zeros: none",
     "train.select_metric": "validation metric that selects each configuration's epoch",
+    "train.ema_decay": "exponential moving average of the weights, evaluated, selected and "
+                       "exported instead of the raw weights (decay per step; 0: none)",
     "split.folds": "K-fold cross-validation by case (0: the builder's train/validation/test split)",
     "split.validation_fraction": "share of each fold's training cases held back for validation",
     "split.stratify": "case feature the folds are stratified by (empty: none)",
@@ -187,6 +189,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.scale = (1.0, 1.0)
   c.train.jitter = (0.0, 0.0, 0.0)
   c.train.select_metric = "dice"
+  c.train.ema_decay = 0.0
   c.split = ml_collections.ConfigDict()
   c.split.folds = 0
   c.split.validation_fraction = 0.25
@@ -369,6 +372,8 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _check(isinstance(t.workers, int) and t.workers >= 0, "train.workers", t.workers,
          "an integer >= 0")
   _check(t.patience is None or t.patience >= 1, "train.patience", t.patience, "None or >= 1")
+  _check(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay,
+         "a decay in [0, 1) (0: no parameter average; e.g. 0.99)")
   _check(len(t.jitter) == 3 and all(j >= 0 for j in t.jitter), "train.jitter", tuple(t.jitter),
          "three standard deviations >= 0")
   _check(t.foreground_sampling in FOREGROUND_SAMPLING, "train.foreground_sampling",
@@ -609,7 +614,8 @@ class Comparison:
       self._trainers[key] = Trainer(self.model, tx, sweep_loss(configs)[0],
                                     model_inputs=self.study.model_inputs(self)
                                     or (lambda b: (b["image"],)),
-                                    num_configs=num_configs)
+                                    num_configs=num_configs,
+                                    ema_decay=self.cfg.train.ema_decay or None)
     return self._trainers[key]
 
   def loader(self, train: Sequence[Volume], epochs: int) -> PatchLoader:

@@ -47,6 +47,19 @@ LossFn = Callable[[Any, Mapping[str, jax.Array], Any], jax.Array]
 Batch = Mapping[str, np.ndarray]
 
 
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """Decay of the parameter average at optimiser update ``step`` (0-based).
+
+  ``min(decay, (1 + step) / (10 + step))``: the average follows the parameters closely while
+  there are few updates to average (0.1 at the first update) and settles at ``decay``, so an
+  average of a short run is not dominated by the initialisation (the ``num_updates`` rule of
+  TensorFlow's ``ExponentialMovingAverage``). The average after the update is
+  ``d * average + (1 - d) * params`` (:func:`optax.incremental_update`).
+  """
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(jnp.float32(decay), (1.0 + step) / (10.0 + step))
+
+
 def _default_inputs(batch: Mapping[str, Any]) -> tuple[Any, ...]:
   return (batch["image"],)
 
@@ -106,6 +119,10 @@ class Trainer:
   config axis, ``loss_params`` leaves have a leading axis of size ``K``, the train step is
   ``vmap``-ed over that axis and every configuration sees the same (sharded) batch. A configuration
   trained inside a sweep follows the same trajectory as the same configuration trained alone.
+
+  With ``ema_decay`` the state keeps an exponential moving average of the parameters, updated
+  after every step (:func:`ema_decay_at`); validation, the best state and exports use it
+  (:attr:`TrainState.variables`), training continues from the raw parameters.
   """
 
   def __init__(
@@ -117,9 +134,14 @@ class Trainer:
       mesh: jax.sharding.Mesh | None = None,
       model_inputs: Callable[[Mapping[str, Any]], tuple[Any, ...]] = _default_inputs,
       num_configs: int | None = None,
+      ema_decay: float | None = None,
   ):
     if num_configs is not None and num_configs < 1:
       raise ValueError(f"num_configs must be >= 1, got {num_configs}")
+    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+      raise ValueError(f"ema_decay must lie in (0, 1) (e.g. 0.99), or be None for no parameter "
+                       f"average; got {ema_decay}")
+    self.ema_decay = ema_decay
     self.model = model
     self.tx = tx
     self.loss_fn = loss_fn
@@ -166,10 +188,17 @@ class Trainer:
 
     (loss, updates), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     param_updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    state = state.replace(step=state.step + 1,
-                          params=optax.apply_updates(state.params, param_updates),
+    params = optax.apply_updates(state.params, param_updates)
+    ema_params = state.ema_params
+    if self.ema_decay is not None:
+      if ema_params is None:
+        raise ValueError("this Trainer averages parameters (ema_decay) but the state keeps no "
+                         "average: create the state with Trainer.init")
+      ema_params = optax.incremental_update(
+          params, ema_params, step_size=1.0 - ema_decay_at(self.ema_decay, state.step))
+    state = state.replace(step=state.step + 1, params=params,
                           batch_stats=updates.get("batch_stats", state.batch_stats),
-                          opt_state=opt_state)
+                          opt_state=opt_state, ema_params=ema_params)
     return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   # -- config axis -----------------------------------------------------------------------------
@@ -196,7 +225,7 @@ class Trainer:
     In a sweep every configuration starts from this same initialisation.
     """
     inputs = self.model_inputs({k: jnp.asarray(v[:1]) for k, v in sample_batch.items()})
-    state = create_train_state(self.model, self.tx, inputs, key)
+    state = create_train_state(self.model, self.tx, inputs, key, ema=self.ema_decay is not None)
     if self.num_configs is not None:
       state = jax.tree.map(lambda x: jnp.stack([x] * self.num_configs), state)
     return self.place(state)

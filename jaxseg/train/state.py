@@ -20,17 +20,22 @@ class TrainState:
     params: model parameters.
     batch_stats: BatchNorm running statistics (an empty dict for models without BatchNorm).
     opt_state: optimiser state.
+    ema_params: exponential moving average of ``params`` (Polyak averaging; ``None``: not
+      kept). The optimiser updates ``params``; evaluation, model selection and exports use the
+      average (:attr:`variables`).
   """
 
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
+  ema_params: Any = None
 
   @property
   def variables(self) -> dict[str, Any]:
-    """Variables for ``model.apply`` in evaluation mode."""
-    variables = {"params": self.params}
+    """Variables for ``model.apply`` in evaluation mode: the averaged parameters when the state
+    keeps an average (``ema_params``), otherwise ``params``."""
+    variables = {"params": self.params if self.ema_params is None else self.ema_params}
     if self.batch_stats:
       variables["batch_stats"] = self.batch_stats
     return variables
@@ -41,11 +46,15 @@ def create_train_state(
     tx: optax.GradientTransformation,
     sample_inputs: tuple[Any, ...],
     key: jax.Array,
+    *,
+    ema: bool = False,
 ) -> TrainState:
-  """Initialises parameters from ``key`` (randomness comes only from it) and the optimiser."""
+  """Initialises parameters from ``key`` (randomness comes only from it) and the optimiser;
+  with ``ema`` the state also keeps a moving average of the parameters, starting at them."""
   params_key, dropout_key = jax.random.split(key)
   variables = model.init({"params": params_key, "dropout": dropout_key}, *sample_inputs,
                          train=False)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                    ema_params=jax.tree.map(jnp.copy, params) if ema else None)

@@ -181,3 +181,38 @@ def test_fingerprint_manual_dir(tmp_path):
   assert fp["a.txt"][0] == 3 and fp["broken"] == [-1, -1]
   assert sum(name.endswith("b.bin") for name in fp) == 1
   assert fp == _common.fingerprint_manual_dir(tmp_path)
+
+
+def test_a_second_process_waits_for_the_build_lock(cached, capsys):
+  """While another process holds the build's lock (two runs started side by side), prepare
+  waits instead of deleting or reading a build in progress, then reads the finished one."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  data_dir, manual, labels = cached
+  capsys.readouterr()
+  lock = data_dir / "promise12" / ".preprocessed.lock"
+  assert lock.exists()
+  result = {}
+  with open(lock, "a", encoding="utf-8") as held:
+    fcntl.flock(held, fcntl.LOCK_EX)
+    reader = threading.Thread(target=lambda: result.update(splits=_load(data_dir, manual)))
+    reader.start()
+    reader.join(timeout=2.0)
+    assert reader.is_alive() and "splits" not in result  # blocked on the lock
+    fcntl.flock(held, fcntl.LOCK_UN)
+  reader.join(timeout=60.0)
+  assert not reader.is_alive()
+  _assert_labels(result["splits"], labels)
+  assert capsys.readouterr().err.startswith(
+      f"waiting for another process that prepares promise12/preprocessed ({lock})")
+
+
+def test_an_incomplete_build_directory_is_built_again(cached):
+  """A version directory without tfds' dataset_info.json (a clean-up that was interrupted) is
+  not a build: it is replaced, not read as an empty dataset."""
+  data_dir, manual, labels = cached
+  version = _build_dir(data_dir)
+  for path in version.iterdir():
+    if path.name != _common.MANUAL_RECORD:
+      path.unlink()
+  _assert_labels(_load(data_dir, manual), labels)
