@@ -131,6 +131,16 @@ def test_schedule_length_counts_training_cases_only(monkeypatch):
   assert seen["total"] == 48 // 8 * 5
 
 
+@pytest.mark.parametrize("decay,expected", [(0.0, None), (0.99, 0.99)])
+def test_ema_decay_reaches_the_trainer(decay, expected):
+  cfg = tversky_config.get_config("cpu")
+  cfg.train.ema_decay = decay
+  cmp = runner.Comparison(cfg, tversky.STUDY)
+  trainer = cmp.trainer(tversky.STUDY.configurations(cmp)[:1], steps_per_epoch=4,
+                        num_configs=None)
+  assert trainer.ema_decay == expected
+
+
 def test_paper_presets_resolve_and_validate():
   from experiments.configs import adaptive_focal as af_config
   from experiments.configs import hierarchical as hi_config
