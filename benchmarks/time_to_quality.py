@@ -8,9 +8,9 @@ Three runs of ``python -m experiments.tversky --data promise12`` (the real-MRI C
 * ``cv``: BCE alone, 5-fold cross-validation by case over all 35 cases (``--folds 5``): every
   case is held out once, by a model that never saw it.
 
-Prints one markdown table: run, configurations, wall time, test cases, and the mean test Dice
-of BCE raw and after keeping the largest connected component (LCC), with mean / median / min
-over cases; for ``cv`` one more table with the figures of each fold. The wall time is the
+Prints one markdown table: run, configurations, wall time, test cases, and the test Dice of BCE
+plain, after keeping the largest connected component (LCC) and with test-time mirroring (TTA),
+each as mean / median / min over cases; for ``cv`` one more table with the figures of each fold. The wall time is the
 runner's own (``results.json``), so ``--report`` can print the table of runs made earlier.
 
   python -m benchmarks.time_to_quality --manual-dir ../shared/data/promise12          # all three
@@ -44,38 +44,49 @@ def _stats(v: np.ndarray) -> str:
   return f"{v.mean():.3f} / {np.median(v):.3f} / {v.min():.3f}"
 
 
+#: Per-case Dice columns of ``results.json``: plain, after keeping the largest connected
+#: component, and with test-time mirroring (``eval.tta``); a run without one prints "—".
+COLUMNS = (("dice", "BCE Dice"), ("dice_lcc", "BCE Dice (LCC)"), ("dice_tta", "BCE Dice (TTA)"))
+
+
+def _columns(values, cols=None) -> str:
+  cells = []
+  for key, _ in COLUMNS:
+    if key not in values:
+      cells.append("—")
+      continue
+    v = np.asarray(values[key], float)
+    cells.append(_stats((v if cols is None else v[:, cols]).ravel()))
+  return " | ".join(cells)
+
+
 def _report(workdir: str, runs) -> None:
   print(f"\nCPU: {cpu_name()}, {os.cpu_count()} cores; load average at the end: "
         f"{os.getloadavg()[0]:.2f}\n")
-  print("| run | configurations | wall time | test cases | BCE Dice mean / median / min "
-        "| BCE Dice (LCC) mean / median / min |")
-  print("|---|---:|---:|---:|---|---|")
+  header = " | ".join(f"{label} mean / median / min" for _, label in COLUMNS)
+  print(f"| run | configurations | wall time | test cases | {header} |")
+  print("|---|---:|---:|---:|" + "---|" * len(COLUMNS))
   folds_rows = []
   for run in runs:
     path = os.path.join(workdir, run, "results.json")
     if not os.path.exists(path):
-      print(f"| {run} | — | not run | — | — | — |")
+      print(f"| {run} | — | not run | — |" + " — |" * len(COLUMNS))
       continue
     with open(path) as f:
       r = json.load(f)
     values = r["values"][r["baseline"]]
-    dice = np.asarray(values["dice"], float).ravel()
-    lcc = np.asarray(values.get("dice_lcc", [np.nan]), float).ravel()
-    print(f"| {run} | {len(r['names'])} | {r['wall_time_s'] / 60:.1f} min | {dice.size} | "
-          f"{_stats(dice)} | {_stats(lcc)} |")
+    n = np.asarray(values["dice"], float).size
+    print(f"| {run} | {len(r['names'])} | {r['wall_time_s'] / 60:.1f} min | {n} | "
+          f"{_columns(values)} |")
     if len(r["folds"]) > 1:
       position = {c: i for i, c in enumerate(r["test_cases"])}
       for i, fold in enumerate(r["folds"]):
         cols = [position[c] for c in fold["test"]]
-        d = np.asarray(values["dice"], float)[:, cols].ravel()
-        l = np.asarray(values.get("dice_lcc", np.full((1, len(position)), np.nan)),
-                       float)[:, cols].ravel()
         folds_rows.append(f"| {run} | {i} | {len(fold['train'])} / {len(fold['validation'])} / "
-                          f"{len(fold['test'])} | {_stats(d)} | {_stats(l)} |")
+                          f"{len(fold['test'])} | {_columns(values, cols)} |")
   if folds_rows:
-    print("\n| run | fold | train / validation / test cases | BCE Dice mean / median / min "
-          "| BCE Dice (LCC) mean / median / min |")
-    print("|---|---:|---|---|---|")
+    print(f"\n| run | fold | train / validation / test cases | {header} |")
+    print("|---|---:|---|" + "---|" * len(COLUMNS))
     print("\n".join(folds_rows))
 
 

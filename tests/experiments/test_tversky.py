@@ -114,6 +114,7 @@ def test_promise12_gets_the_real_mri_preset():
   assert cfg.model.overrides.width == 0.125 and tuple(cfg.train.patch) == (128, 128)
   assert cfg.train.schedule == "cosine" and cfg.train.samples_per_epoch is None
   assert cfg.eval.largest_component and tuple(cfg.data.settings.get("split_fractions", ())) == ()
+  assert cfg.eval.tta and cfg.train.flip_prob > 0  # test-time mirroring of the flip it trained
   assert tuple(cfg.data.sources.promise12.settings.split_fractions) == (0.72, 0.08, 0.2)
   # The phantom keeps its own preset; flags still win over the source's preset.
   phantom, _ = runner.parse([], prog="t", config="experiments.configs.tversky", description="")
@@ -148,10 +149,13 @@ def test_promise12_real_cases_tiny_run_and_predict_in_their_layout(tmp_path, mon
   saved = json.loads((out / "results.json").read_text())
   assert [len(saved["folds"][0][k]) for k in ("train", "validation", "test")] == [2, 1, 1]
   assert result["names"] == ["BCE", "Tversky α=0.75"]
-  # Raw and largest-component metrics, both per test case.
-  assert {"dice", "precision", "recall", "dice_lcc", "recall_lcc"} <= set(result["values"]["BCE"])
+  # Raw, largest-component and mirrored (TTA) metrics, all per test case.
+  assert {"dice", "precision", "recall", "dice_lcc", "recall_lcc",
+          "dice_tta"} <= set(result["values"]["BCE"])
+  assert result["values"]["BCE"]["dice_tta"].shape == (1, 1)
   table = (out / "table.md").read_text()
   assert "Dice (LCC)" in table and "largest connected component" in table
+  assert "Dice (TTA)" in table
   assert "Data `promise12`: 2 training / 1 validation / 1 test cases" in table
   _, _, card = load_model(out / "models" / "BCE")
   assert card.layout == "zyx" and card.inference == "slices"
