@@ -113,6 +113,8 @@ FIELD_HELP = {
     "train.select_metric": "validation metric that selects each configuration's epoch",
     "train.ema_decay": "exponential moving average of the weights, evaluated, selected and "
                        "exported instead of the raw weights (decay per step; 0: none)",
+    "train.checkpoint_every": "epochs between checkpoints (1: every epoch; the last epoch is "
+                              "always saved, a resumed run redoes the epochs after the last one)",
     "split.folds": "K-fold cross-validation by case (0: the builder's train/validation/test split)",
     "split.validation_fraction": "share of each fold's training cases held back for validation",
     "split.stratify": "case feature the folds are stratified by (empty: none)",
@@ -190,6 +192,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.jitter = (0.0, 0.0, 0.0)
   c.train.select_metric = "dice"
   c.train.ema_decay = 0.0
+  c.train.checkpoint_every = 1
   c.split = ml_collections.ConfigDict()
   c.split.folds = 0
   c.split.validation_fraction = 0.25
@@ -372,6 +375,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _check(isinstance(t.workers, int) and t.workers >= 0, "train.workers", t.workers,
          "an integer >= 0")
   _check(t.patience is None or t.patience >= 1, "train.patience", t.patience, "None or >= 1")
+  _check(isinstance(t.checkpoint_every, int) and not isinstance(t.checkpoint_every, bool)
+         and t.checkpoint_every >= 1, "train.checkpoint_every", t.checkpoint_every,
+         "an integer >= 1 (1: every epoch)")
   _check(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay,
          "a decay in [0, 1) (0: no parameter average; e.g. 0.99)")
   _check(len(t.jitter) == 3 and all(j >= 0 for j in t.jitter), "train.jitter", tuple(t.jitter),
@@ -653,7 +659,8 @@ class Comparison:
     seeds = [cfg.seed + s for s in range(cfg.seeds)]
     run_dir = os.path.join(self.workdir, "runs", name)
     train_config = dict(num_epochs=epochs, seed=cfg.seed, select_metric=t.select_metric,
-                        patience=t.patience, progress=cfg.progress)
+                        patience=t.patience, progress=cfg.progress,
+                        checkpoint_every=t.checkpoint_every)
     fits: list[list[FitResult]] = []
     if t.mode == "sweep":
       k = len(configs) * len(seeds)
@@ -1081,8 +1088,9 @@ class Comparison:
                                              for k in keys]
                                       for n, e in result["tta_effect"].items()])]
     if len(folds) > 1:
-      text += self._fold_table(result, [m for m in metrics if m[0].split(LCC_SUFFIX)[0]
-                                        == self.study.metrics[0][0]])
+      first = self.study.metrics[0][0]  # the first metric, plain, with LCC and with TTA
+      text += self._fold_table(result, [m for m in metrics if m[0] in
+                                        (first, first + LCC_SUFFIX, first + TTA_SUFFIX)])
     if result.get("holdout"):
       text += self._holdout_table(result["holdout"])
     text += self.level_lines(result)

@@ -112,11 +112,16 @@ def _probs_and_targets(
 def _confusion(
     probs: jax.Array, targets: jax.Array, batch: bool
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Soft TP, FP, FN per (example, class), or per class if ``batch``."""
+  """Soft TP, FP, FN per (example, class), or per class if ``batch``.
+
+  :math:`FP = \\sum p (1 - t) = \\sum p - TP` and :math:`FN = \\sum (1 - p) t = \\sum t - TP`:
+  one product and two plain sums over the pixels instead of three products (the same values to
+  float32 rounding; fewer passes for XLA:CPU in the forward and the backward pass).
+  """
   axes = tuple(range(0 if batch else 1, probs.ndim - 1))
   tp = jnp.sum(probs * targets, axis=axes)
-  fp = jnp.sum(probs * (1.0 - targets), axis=axes)
-  fn = jnp.sum((1.0 - probs) * targets, axis=axes)
+  fp = jnp.sum(probs, axis=axes) - tp
+  fn = jnp.sum(targets, axis=axes) - tp
   return tp, fp, fn
 
 

@@ -83,6 +83,11 @@ class TrainConfig:
       with a fetch.
     prefetch: batches built and placed on the devices ahead of the running step by a
       background thread (:func:`jaxseg.data.pipeline.prefetch_to_mesh`; 0: none).
+    checkpoint_every: epochs between the ``latest`` / ``best`` checkpoints of a run with a
+      workdir (1: every epoch). The last epoch and an early stop are always saved; a run killed
+      in between resumes from the last saved epoch and redoes the later ones. Metrics are
+      written every epoch either way. A checkpoint costs about 0.3 s on a 2-core CPU, which
+      is 3% of an 11-second epoch.
   """
 
   num_epochs: int
@@ -94,6 +99,7 @@ class TrainConfig:
   name: str = "train"
   log_every: int = 50
   prefetch: int = 2
+  checkpoint_every: int = 1
 
 
 @dataclasses.dataclass
@@ -335,10 +341,12 @@ class Trainer:
                                       enabled=jax.process_index() == 0)
           for logdir in metric_writers.run_logdirs(workdir, self.num_configs)]
 
-    if isinstance(config.log_every, bool) or not isinstance(config.log_every, int) or (
-        config.log_every < 1):
-      raise ValueError(f"log_every must be an integer >= 1, got {config.log_every!r}")
+    for field in ("log_every", "checkpoint_every"):
+      value = getattr(config, field)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
     step_number = int(np.max(np.asarray(state.step)))  # the host's count; no fetch per step
+    best_unsaved = False  # an improvement since the last checkpoint (checkpoint_every > 1)
     for epoch in range(start_epoch, config.num_epochs):
       tic = time.perf_counter()
       losses: list[np.ndarray] = []
@@ -397,6 +405,8 @@ class Trainer:
         log(f"[{config.name}{tag}] epoch {epoch + 1}/{config.num_epochs} loss "
             f"{record['train_loss']:.4f} val {config.select_metric} "
             f"{metrics[config.select_metric]:.4f}{' *' if improved[k] else ''} ({seconds:.1f}s)")
+      stopping = config.patience is not None and min(stale) >= config.patience
+      best_unsaved = best_unsaved or any(improved)
       if workdir is not None:
         # Metrics first, then best, then latest: a run killed in between resumes from the older
         # latest checkpoint and drops (then recomputes) the records of later epochs, so no
@@ -404,12 +414,16 @@ class Trainer:
         _write_jsonl(metrics_path, [h for hs in history for h in hs])
         for k, writer in enumerate(tensorboard):
           writer.write_scalars(epoch, metric_writers.epoch_scalars(history[k][-1]))
-        if any(improved):
-          best.save(epoch, self.stack(best_states), {"epoch": epoch, "best_epoch": best_epoch})
-        data_state = batches.get_state() if hasattr(batches, "get_state") else None
-        latest.save(epoch, state, {"epoch": epoch, "best_metric": best_metric,
-                                   "best_epoch": best_epoch, "stale": stale, "data": data_state})
-      if config.patience is not None and min(stale) >= config.patience:
+        if ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs
+            or stopping):
+          if best_unsaved:
+            best.save(epoch, self.stack(best_states), {"epoch": epoch, "best_epoch": best_epoch})
+            best_unsaved = False
+          data_state = batches.get_state() if hasattr(batches, "get_state") else None
+          latest.save(epoch, state, {"epoch": epoch, "best_metric": best_metric,
+                                     "best_epoch": best_epoch, "stale": stale,
+                                     "data": data_state})
+      if stopping:
         log(f"[{config.name}] early stop: no improvement for {min(stale)} epochs")
         break
 

@@ -27,6 +27,8 @@ def _cfg(**train):
     ("scale", (1.2, 0.8), "0 < low <= high"), ("scale", (0.0, 1.0), "train.scale = (0.0, 1.0)"),
     ("foreground_sampling", "organ", "voxel or class"),
     ("ema_decay", 1.0, "train.ema_decay = 1.0"), ("ema_decay", -0.1, "0: no parameter average"),
+    ("checkpoint_every", 0, "train.checkpoint_every = 0"),
+    ("checkpoint_every", -2, "an integer >= 1 (1: every epoch)"),
 ])
 def test_validate_config_names_field_value_and_allowed(field, value, words):
   with pytest.raises(ConfigError, match=None) as e:

@@ -210,6 +210,7 @@ def test_folds_with_held_out_cases_report_the_fold_ensemble(tmp_path, monkeypatc
   assert "| BCE | ensemble of 2 |" in table and "| BCE | fold 1 |" in table
   # --tta true: the same models' test cases mirrored, as columns and as a paired effect.
   assert "| Dice (TTA) |" in table and "Effect of test-time mirroring" in table
+  assert "| Dice (TTA) mean | Dice (TTA) median | Dice (TTA) min |" in table  # per fold too
   effect = result["tta_effect"]["BCE"]["dice"]
   tta, plain = result["values"]["BCE"]["dice_tta"], result["values"]["BCE"]["dice"]
   assert tta.shape == plain.shape == (1, 6)

@@ -9,6 +9,7 @@ from jaxseg.data.pipeline import Volume, data_mesh, patch_batches
 from jaxseg.losses.hierarchical import hierarchical_cross_entropy
 from jaxseg.hierarchy import PAPER_PENALTY_MATRIX
 from jaxseg.models.unet2d import UNet2D, UNet2DConfig
+from jaxseg.train.checkpoint import Checkpointer
 from jaxseg.train.loop import NonFiniteLossError, TrainConfig, Trainer
 
 
@@ -42,13 +43,14 @@ def batches(epoch):
 
 
 def _fit(trainer, epochs, *, metrics=None, workdir=None, resume=False, patience=None,
-         loss_params=None):
+         loss_params=None, checkpoint_every=1):
   metrics = iter(metrics) if metrics is not None else None
   evaluate = (lambda s: {"dice": next(metrics)}) if metrics else (lambda s: {"dice": 0.0})
   state = trainer.init(jax.random.key(0), next(iter(batches(0))))
   return trainer.fit(state, batches=batches, evaluate=evaluate,
                      loss_params=loss_params or {"alpha": 1.0},
-                     config=TrainConfig(num_epochs=epochs, progress=False, patience=patience),
+                     config=TrainConfig(num_epochs=epochs, progress=False, patience=patience,
+                                        checkpoint_every=checkpoint_every),
                      workdir=workdir, resume=resume, log=lambda _: None)
 
 
@@ -79,6 +81,33 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
   assert _max_diff(full.best_state.params, resumed.best_state.params) == 0.0
   lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
   assert len(lines) == 3
+
+
+def test_checkpoint_every_saves_less_often_and_a_killed_run_resumes_from_the_last_save(
+    tmp_path):
+  metrics = [0.1, 0.3, 0.2, 0.5, 0.4, 0.45]
+  full = _fit(TRAINER, 6, metrics=metrics, workdir=tmp_path / "full", checkpoint_every=4)
+  # Saved after epochs 4 and 6 (the last one always); orbax keeps the newest.
+  assert Checkpointer(tmp_path / "full" / "checkpoints" / "latest").latest_epoch() == 5
+  assert Checkpointer(tmp_path / "full" / "checkpoints" / "best").latest_epoch() == 3
+
+  def dies_in_epoch_6():
+    yield from metrics[:5]
+    raise RuntimeError("killed")
+
+  with pytest.raises(RuntimeError, match="killed"):
+    _fit(TRAINER, 6, metrics=dies_in_epoch_6(), workdir=tmp_path / "cut", checkpoint_every=4)
+  # Only the state after epoch 4 (index 3) was saved; epoch 5 was lost with the run.
+  assert Checkpointer(tmp_path / "cut" / "checkpoints" / "latest").latest_epoch() == 3
+  assert Checkpointer(tmp_path / "cut" / "checkpoints" / "best").latest_epoch() == 3
+  resumed = _fit(TRAINER, 6, metrics=metrics[4:], workdir=tmp_path / "cut", resume=True,
+                 checkpoint_every=4)
+  assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3, 4, 5]
+  assert _max_diff(full.state.params, resumed.state.params) == 0.0
+  assert resumed.best_epoch == full.best_epoch == 3
+  assert _max_diff(full.best_state.params, resumed.best_state.params) == 0.0
+  with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1"):
+    _fit(TRAINER, 1, checkpoint_every=0)
 
 
 def test_best_state_is_the_best_epoch_and_early_stopping():
