@@ -10,8 +10,9 @@ Three runs of ``python -m experiments.tversky --data promise12`` (the real-MRI C
 
 Prints one markdown table: run, configurations, wall time, test cases, and the test Dice of BCE
 plain, after keeping the largest connected component (LCC) and with test-time mirroring (TTA),
-each as mean / median / min over cases; for ``cv`` one more table with the figures of each fold. The wall time is the
-runner's own (``results.json``), so ``--report`` can print the table of runs made earlier.
+each as mean / median / min over cases; for ``cv`` one more table with the figures of each fold.
+The wall time is the runner's own (``results.json``), so ``--report`` can print the table of
+runs made earlier.
 
   python -m benchmarks.time_to_quality --manual-dir ../shared/data/promise12          # all three
   python -m benchmarks.time_to_quality --manual-dir ../shared/data/promise12 --runs cv

@@ -4,11 +4,11 @@
 16 epochs of 512 slices, 80% of them drawn on the gland, cosine schedule; sized by measurement,
 BENCHMARKS.md "CPU presets that learn their task"). With ``--data promise12`` the ``cpu`` preset
 is the real-MRI one (``sources.promise12.preset``): a 1/8-width U-Net on whole 128x128 T2
-slices, 32 epochs of every slice of the 25 training cases with 80% of the samples drawn on the
+slices, 36 epochs of every slice of the 25 training cases with 80% of the samples drawn on the
 gland, cosine schedule, flips, rotations, zooms of 0.7-1.4 and intensity jitter, a moving
-average of the weights (decay 0.995) for validation and export, and the test
-metrics reported raw and after keeping the largest connected component (BENCHMARKS.md, "Time
-to quality on real MRI", says what each setting bought).
+average of the weights (decay 0.995) for validation and export, and the test metrics reported
+raw, after keeping the largest connected component and with test-time mirroring (BENCHMARKS.md,
+"Time to quality on real MRI", says what each setting bought).
 ``paper``: the published settings (full width, whole 384x384 slices, Adam 1e-4, batch 16, early
 stopping with patience 3, rotations of +-35 degrees, flips 0.5 / 0.1).
 """
@@ -71,7 +71,7 @@ def get_config(preset: str = "cpu"):
                   # validation cases the raw weights' Dice swings by up to 0.3 between epochs.
                   "ema_decay": 0.995},
         # Test metrics also with test-time mirroring (the left-right flip training used), the
-        # same models: +0.010 Dice in each of three cross-validations (BENCHMARKS.md).
+        # same models: +0.009 to +0.014 Dice in four cross-validations (BENCHMARKS.md).
         "eval": {"largest_component": True, "tta": True, "levels": {"dice_tta": 0.85}},
         # --folds 5: 7 held-out cases per fold, and of the other 28, 25 train / 3 validation
         # (as the builder's split).
