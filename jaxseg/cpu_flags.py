@@ -9,11 +9,18 @@ versions it was measured on, and never when ``XLA_FLAGS`` already mentions it.
 
 Flags are read when the backend starts, so :func:`apply` must run before the first JAX
 computation; the experiment scripts, benchmarks and the test suite call it at import.
+
+:func:`use_huge_pages` is the other CPU setting: ``python -m experiments.<study>`` and
+``python -m benchmarks.<name>`` re-execute themselves once with glibc's malloc asking for
+transparent huge pages, which removes most of the page faults of XLA's per-step buffers.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 _MEASURED_JAXLIB = ("0.10.",)
@@ -37,3 +44,94 @@ def apply() -> bool:
     return False
   os.environ["XLA_FLAGS"] = (flags + " " + YNN_FLAG).strip()
   return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Transparent huge pages for XLA's buffers (glibc's malloc tunable; read once, at process start).
+
+MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
+"""glibc >= 2.35: malloc's own memory maps are marked ``MADV_HUGEPAGE``."""
+
+KEEP_MALLOC_ENV = "JAXSEG_KEEP_MALLOC"
+"""Environment variable: set to ``1`` to never re-execute for :data:`MALLOC_TUNABLE`."""
+
+ENTRY_PACKAGES = ("experiments", "benchmarks")
+"""``python -m <package>.<module>`` commands that :func:`use_huge_pages` re-executes."""
+
+_THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def thp_mode(path: str = _THP_ENABLED) -> str:
+  """The kernel's transparent-huge-page mode (``always``, ``madvise``, ``never``; ``""``: none)."""
+  try:
+    with open(path, encoding="ascii") as f:
+      text = f.read()
+  except OSError:
+    return ""
+  start, end = text.find("["), text.find("]")
+  return text[start + 1:end] if 0 <= start < end else ""
+
+
+def huge_page_environment(environ: Mapping[str, str], *, mode: str,
+                          libc: tuple[str, str]) -> dict[str, str] | None:
+  """The environment to re-execute with so that malloc asks for huge pages, or None.
+
+  XLA:CPU allocates each execution's buffers with ``malloc`` and frees them when it ends; the
+  large ones (tens of MB for a 2D U-Net step at batch 8) are fresh ``mmap`` regions every step,
+  so the kernel faults them in and zeroes them 4 KB at a time: on the machine of BENCHMARKS.md
+  ("Huge pages") a quarter of a train step's CPU time was page faults. With
+  ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` glibc marks those regions for transparent huge pages
+  (2 MB per fault). Only useful, hence only returned, where the kernel's mode is ``madvise`` (with
+  ``always`` every region gets huge pages anyway; with ``never`` none can), glibc is 2.35 or newer
+  (older versions stop at an unknown tunable), and neither ``JAXSEG_KEEP_MALLOC`` nor an existing
+  ``glibc.malloc.hugetlb`` setting says otherwise.
+
+  Args:
+    environ: the current environment.
+    mode: :func:`thp_mode`.
+    libc: ``platform.libc_ver()``, e.g. ``("glibc", "2.36")``.
+  """
+  if environ.get(KEEP_MALLOC_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+    return None
+  if mode != "madvise" or libc[0] != "glibc":
+    return None
+  try:
+    version = tuple(int(p) for p in libc[1].split(".")[:2])
+  except ValueError:
+    return None
+  if version < (2, 35):
+    return None
+  tunables = environ.get("GLIBC_TUNABLES", "")
+  if "glibc.malloc.hugetlb" in tunables:
+    return None
+  env = dict(environ)
+  env["GLIBC_TUNABLES"] = f"{tunables}:{MALLOC_TUNABLE}" if tunables else MALLOC_TUNABLE
+  return env
+
+
+def use_huge_pages(packages: Sequence[str] = ENTRY_PACKAGES) -> None:
+  """Re-executes this ``python -m <package>.<module> ...`` command once with huge pages on.
+
+  Called at the import of the ``experiments`` and ``benchmarks`` packages, so it runs before JAX
+  starts. It does nothing unless this process was started as ``python -m`` with a module of
+  ``packages`` (never under pytest, in a notebook or when jaxseg is imported as a library) and
+  :func:`huge_page_environment` returns an environment. The command line is the same
+  (``sys.orig_argv``), so are the results: only where the memory of XLA's buffers comes from
+  changes. ``JAXSEG_KEEP_MALLOC=1`` turns it off.
+  """
+  argv = list(getattr(sys, "orig_argv", ()))
+  try:
+    module = argv[argv.index("-m") + 1]
+  except (ValueError, IndexError):
+    return
+  if module.split(".")[0] not in packages or not sys.platform.startswith("linux"):
+    return
+  env = huge_page_environment(os.environ, mode=thp_mode(), libc=platform.libc_ver())
+  if env is None:
+    return
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (AttributeError, OSError, ValueError):
+      pass
+  os.execve(sys.executable, argv, env)

@@ -69,7 +69,11 @@ def get_config(preset: str = "cpu"):
                   "max_degrees": 15.0, "scale": (0.7, 1.4), "jitter": (0.1, 0.1, 0.0),
                   # Validation, selection and export on a moving average of the weights: on 3
                   # validation cases the raw weights' Dice swings by up to 0.3 between epochs.
-                  "ema_decay": 0.995},
+                  "ema_decay": 0.995,
+                  # Checkpoints every 6 epochs (and at the last): the same results, ~13 s less
+                  # per configuration (BENCHMARKS.md, "Checkpoints"); a killed run resumes
+                  # with at most 6 epochs to redo.
+                  "checkpoint_every": 6},
         # Test metrics also with test-time mirroring (the left-right flip training used), the
         # same models: +0.009 to +0.014 Dice in four cross-validations (BENCHMARKS.md).
         "eval": {"largest_component": True, "tta": True, "levels": {"dice_tta": 0.85}},
