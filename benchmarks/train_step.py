@@ -18,10 +18,17 @@ Contenders (each runs in its own worker process, so XLA flags and thread pools n
   ``eigen+wgrad-matmul``, ``onednn`` (``--xla_cpu_use_onednn=true``), ``fast-math`` (``--xla_cpu_enable_fast_math=true``),
   ``bf16`` (``UNet2DConfig(dtype="bfloat16")``, float32 parameters), ``no-donate`` (the same step
   jitted without buffer donation), ``remat`` (every conv block under ``nn.remat``), ``nchw`` (the
-  same model with NCHW activations and OIHW kernels inside).
+  same model with NCHW activations and OIHW kernels inside), ``4k-pages`` (the library step
+  with 4 KB pages: ``GLIBC_TUNABLES=glibc.malloc.hugetlb=0``).
 * torch ``channels_last`` and ``nchw``: the same architecture written in PyTorch (same parameter
   count, initialised with the *same* weights as the jax model, so the first losses must agree),
   ``torch.optim.Adam(lr=1e-3)``, ``F.cross_entropy``; needs the optional ``bench`` extra.
+  ``channels_last+4k-pages`` and ``nchw+4k-pages``: the same with 4 KB pages.
+
+Memory pages: ``python -m benchmarks.train_step`` re-executes itself with huge pages for malloc's
+memory maps, as every jaxseg entry point does (``jaxseg.cpu_flags.use_huge_pages``), and every
+contender inherits that environment, PyTorch's included; the ``4k-pages`` contenders run
+without.
 
 Method: every worker compiles / warms up first (excluded), then the parent runs ``--repeats``
 rounds; in each round every contender runs ``--steps`` timed steps in turn (the order rotates
@@ -84,7 +91,11 @@ JAX_VARIANTS: dict[str, dict[str, Any]] = {
     "no-donate": {"donate": False},
     "remat": {"model": "variant", "remat": True},
     "nchw": {"model": "variant", "layout": "NCHW"},
+    # The library step with 4 KB pages for malloc's memory maps (the entry points' default is
+    # huge pages, jaxseg.cpu_flags.use_huge_pages; BENCHMARKS.md "Huge pages").
+    "4k-pages": {"malloc": "glibc.malloc.hugetlb=0"},
 }
+PAGES_4K = "+4k-pages"  # suffix of a torch layout: the same contender with 4 KB pages
 TORCH_LAYOUTS = ("channels_last", "nchw")
 DEFAULT_JAX = "library,xla-defaults"
 DEFAULT_TORCH = "channels_last,nchw"
@@ -468,6 +479,8 @@ class Worker:
     env["XLA_FLAGS"] = " ".join(f for f in flags if f).strip()
     env.setdefault("JAX_PLATFORMS", "cpu")
     env["OMP_NUM_THREADS"] = str(args.threads)
+    if spec.get("malloc"):
+      env["GLIBC_TUNABLES"] = spec["malloc"]
     self.log_path = os.path.join(logdir, f"{name}.log")
     argv = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     for flag in ("batch", "size", "width", "threads", "warmup"):
@@ -585,11 +598,13 @@ def main(argv=None) -> None:
   parser.add_argument("--jax", default=DEFAULT_JAX,
                       help=f"comma list of {sorted(JAX_VARIANTS)} or 'all'")
   parser.add_argument("--torch", default=DEFAULT_TORCH,
-                      help="comma list of channels_last,nchw, or 'none'")
+                      help=f"comma list of channels_last,nchw (each optionally with "
+                      f"'{PAGES_4K}': 4 KB pages), or 'none'")
   parser.add_argument("--pause", type=float, default=0.5, help="seconds between contenders")
   parser.add_argument("--ghz", type=float, default=None, help="clock for the peak (default: cpuinfo)")
   parser.add_argument("--peak-gflops", type=float, default=None)
-  parser.add_argument("--profile", choices=sorted(JAX_VARIANTS), default=None,
+  parser.add_argument("--profile", default=None,
+                      choices=sorted(n for n, v in JAX_VARIANTS.items() if "malloc" not in v),
                       help="print the top XLA ops of --steps steps of this jax variant, then exit")
   parser.add_argument("--top", type=int, default=20)
   parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -610,7 +625,7 @@ def main(argv=None) -> None:
     if n not in JAX_VARIANTS:
       parser.error(f"unknown jax variant {n!r}; choose from {sorted(JAX_VARIANTS)}")
   for n in torch_names:
-    if n not in TORCH_LAYOUTS:
+    if n.removesuffix(PAGES_4K) not in TORCH_LAYOUTS:
       parser.error(f"unknown torch layout {n!r}; choose from {TORCH_LAYOUTS}")
   if "library" in jax_names:  # the library step always runs first in the list
     jax_names.remove("library")
@@ -632,9 +647,14 @@ def main(argv=None) -> None:
         f"{args.steps} steps per contender (warm-up excluded); {flops / 1e9:.1f} GFLOP/step "
         f"(convolutions); peak {peak:.0f} GFLOP/s = {peak_note}")
 
+  print(f"malloc: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')} (contenders "
+        f"named 4k-pages: glibc.malloc.hugetlb=0); transparent huge pages: "
+        f"{cpu_flags.thp_mode() or 'not available'}")
   print(f"load average before: {_loadavg()}")
   specs = [(f"jax {n}", dict(JAX_VARIANTS[n], framework="jax")) for n in jax_names]
-  specs += [(f"torch {n}", {"framework": "torch", "layout": n}) for n in torch_names]
+  specs += [(f"torch {n}", {"framework": "torch", "layout": n.removesuffix(PAGES_4K),
+                            **({"malloc": "glibc.malloc.hugetlb=0"} if n.endswith(PAGES_4K)
+                               else {})}) for n in torch_names]
   workers: list[Worker] = []
   with tempfile.TemporaryDirectory() as logdir:
     try:

@@ -109,7 +109,7 @@ def huge_page_environment(environ: Mapping[str, str], *, mode: str,
   return env
 
 
-def use_huge_pages(packages: Sequence[str] = ENTRY_PACKAGES) -> None:
+def use_huge_pages(packages: Sequence[str] = ENTRY_PACKAGES, *, mode: str | None = None) -> None:
   """Re-executes this ``python -m <package>.<module> ...`` command once with huge pages on.
 
   Called at the import of the ``experiments`` and ``benchmarks`` packages, so it runs before JAX
@@ -118,6 +118,10 @@ def use_huge_pages(packages: Sequence[str] = ENTRY_PACKAGES) -> None:
   :func:`huge_page_environment` returns an environment. The command line is the same
   (``sys.orig_argv``), so are the results: only where the memory of XLA's buffers comes from
   changes. ``JAXSEG_KEEP_MALLOC=1`` turns it off.
+
+  Args:
+    packages: top-level packages whose ``python -m`` modules re-execute.
+    mode: the kernel's transparent-huge-page mode; None reads it (:func:`thp_mode`).
   """
   argv = list(getattr(sys, "orig_argv", ()))
   try:
@@ -126,7 +130,8 @@ def use_huge_pages(packages: Sequence[str] = ENTRY_PACKAGES) -> None:
     return
   if module.split(".")[0] not in packages or not sys.platform.startswith("linux"):
     return
-  env = huge_page_environment(os.environ, mode=thp_mode(), libc=platform.libc_ver())
+  env = huge_page_environment(os.environ, mode=thp_mode() if mode is None else mode,
+                              libc=platform.libc_ver())
   if env is None:
     return
   for stream in (sys.stdout, sys.stderr):
