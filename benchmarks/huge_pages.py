@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -71,7 +72,7 @@ def main(argv=None) -> None:
   if not os.path.isdir(args.manual_dir):
     parser.error(f"--manual-dir {args.manual_dir} is not a directory; give the PROMISE12 npy "
                  "files (image_trainNN.npy, label_trainNN.npy)")
-  libc = " ".join(__import__("platform").libc_ver()) or "unknown libc"
+  libc = " ".join(platform.libc_ver()).strip() or "unknown libc"
   print(f"python -m experiments.tversky --data promise12 --alphas none --train.epochs "
         f"{args.epochs}, {args.rounds} run(s) per setting, alternating; CPU: {cpu_name()}, "
         f"{os.cpu_count()} cores; {libc}; transparent huge pages: "
