@@ -213,10 +213,24 @@ class Trainer:
     return 1 if self.num_configs is None else self.num_configs
 
   def unstack(self, tree: Any) -> list[Any]:
-    """Per-configuration views of a (possibly stacked) pytree: a list of ``num_configs`` trees."""
+    """Per-configuration views of a (possibly stacked) pytree: a list of ``num_configs`` trees.
+
+    Host arrays give host slices. Device arrays give trees replicated on the mesh; on CPU devices
+    they are sliced on the host (one copy of the stacked tree, then ``device_put``): an eager
+    ``x[k]`` of a config-sharded array is a small program with a cross-device all-reduce, and
+    many of them in flight on XLA:CPU's devices, which share one thread pool, can leave a
+    collective waiting for a participant that never gets a thread (XLA aborts the process after
+    a 40 s rendezvous timeout; seen under load with 4 simulated devices).
+    """
     if self.num_configs is None:
       return [tree]
-    return [jax.tree.map(lambda x, k=k: x[k], tree) for k in range(self.num_configs)]
+    leaves = jax.tree.leaves(tree)
+    on_device = any(isinstance(x, jax.Array) for x in leaves)
+    if on_device and all(d.platform != "cpu" for d in self.mesh.devices.flat):
+      return [jax.tree.map(lambda x, k=k: x[k], tree) for k in range(self.num_configs)]
+    host = jax.device_get(tree) if on_device else tree
+    views = [jax.tree.map(lambda x, k=k: x[k], host) for k in range(self.num_configs)]
+    return [replicate(v, self.mesh) for v in views] if on_device else views
 
   def stack(self, trees: list[Any]) -> Any:
     """Inverse of :meth:`unstack`."""

@@ -1,6 +1,7 @@
 """Tests of the training loop: data parallelism, resuming, selection, failure modes."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -265,3 +266,26 @@ def test_config_axis_on_the_mesh_gives_the_one_device_parameters():
   assert dict(sweep_mesh(3).shape) == {"config": 1, "data": 4}
   with pytest.raises(ValueError, match="config axis"):
     sweep_mesh(4, config_size=3)
+
+
+def test_unstack_slices_on_the_host_and_replicates():
+  """Per-configuration views of a config-sharded state: the values of each slice, replicated on
+  the mesh (on CPU sliced on the host: no cross-device program); host trees give host slices."""
+  sweep = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2)
+  state = sweep.init(jax.random.key(0), next(iter(batches(0))))
+  stacked = jax.tree.map(lambda x: x * jnp.arange(1, 3).reshape((2,) + (1,) * (x.ndim - 1)),
+                         state.params)
+  stacked = sweep.place(stacked)
+  host = jax.device_get(stacked)
+  views = sweep.unstack(stacked)
+  assert len(views) == 2
+  for k, view in enumerate(views):
+    for got, want in zip(jax.tree.leaves(view), jax.tree.leaves(host)):
+      assert isinstance(got, jax.Array) and got.sharding.is_fully_replicated
+      assert got.shape == want.shape[1:]
+      np.testing.assert_array_equal(np.asarray(got), want[k])
+  for k, view in enumerate(sweep.unstack(host)):
+    for got, want in zip(jax.tree.leaves(view), jax.tree.leaves(host)):
+      assert isinstance(got, np.ndarray)
+      np.testing.assert_array_equal(got, want[k])
+  np.testing.assert_array_equal(jax.tree.leaves(sweep.stack(views))[0], jax.tree.leaves(host)[0])
