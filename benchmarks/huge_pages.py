@@ -36,7 +36,7 @@ import time
 from benchmarks._machine import cpu_name, load_average
 from jaxseg import cpu_flags
 
-SETTINGS = {"huge pages (hugetlb=1, the default)": "glibc.malloc.hugetlb=1",
+SETTINGS = {"huge pages (hugetlb=1, the default)": cpu_flags.MALLOC_TUNABLE,
             "4 KB pages (hugetlb=0)": "glibc.malloc.hugetlb=0"}
 
 

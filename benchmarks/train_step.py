@@ -653,8 +653,8 @@ def main(argv=None) -> None:
   print(f"load average before: {_loadavg()}")
   specs = [(f"jax {n}", dict(JAX_VARIANTS[n], framework="jax")) for n in jax_names]
   specs += [(f"torch {n}", {"framework": "torch", "layout": n.removesuffix(PAGES_4K),
-                            **({"malloc": "glibc.malloc.hugetlb=0"} if n.endswith(PAGES_4K)
-                               else {})}) for n in torch_names]
+                            **({"malloc": JAX_VARIANTS["4k-pages"]["malloc"]}
+                               if n.endswith(PAGES_4K) else {})}) for n in torch_names]
   workers: list[Worker] = []
   with tempfile.TemporaryDirectory() as logdir:
     try:
