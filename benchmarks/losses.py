@@ -4,10 +4,11 @@ Every loss and metric that MONAI also has is computed by both libraries on the s
 arguments chosen so that the two follow the same convention (MONAI is channels-first, jaxseg
 channels-last; the values are compared element by element after transposing). The table gives the
 largest absolute difference, whether it is within ``--atol`` (1e-5), the convention used, and the
-time ratio MONAI / jaxseg (median of ``--repeats`` runs after a warm-up; > 1 means jaxseg is
-faster). Losses are timed as value *and* gradient with respect to the logits (what a train step
+time ratio MONAI / jaxseg (median of at least ``--repeats`` calls and ``--min-time`` seconds of
+calls, after two untimed ones; > 1 means jaxseg is faster). Losses are timed as value *and* gradient with respect to the logits (what a train step
 pays): ``jax.jit(jax.value_and_grad(...))`` against MONAI's forward + ``backward()``; metrics as
 values (jaxseg's overlap metrics jitted; its surface metrics are host NumPy/SciPy, like MONAI's).
+jaxseg runs with its own XLA CPU flags (``jaxseg.cpu_flags.apply``), as its entry points do.
 
 Rows where the two libraries *define* a value differently are kept, with the reason, instead of
 being dropped: the empty-mask conventions of the Dice metric (REFERENCE "Conventions": jaxseg
@@ -28,7 +29,7 @@ Needs the optional ``bench`` extra (PyTorch + MONAI), see ``benchmarks/README.md
 
 Usage::
 
-  python -m benchmarks.losses                      # batch 4, 128 x 128, 9 classes, 7 repeats
+  python -m benchmarks.losses                      # batch 4, 128 x 128, 9 classes, >= 7 calls and 0.5 s per row
   python -m benchmarks.losses --repeats 2 --size 64   # quick check
 """
 
@@ -47,6 +48,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jaxseg import cpu_flags  # pylint: disable=wrong-import-position
+
+cpu_flags.apply()  # jaxseg's XLA CPU flags, as its entry points set them (before JAX starts)
+
+from benchmarks._machine import cpu_name, load_average  # pylint: disable=wrong-import-position
+
 
 @dataclasses.dataclass
 class Row:
@@ -62,14 +69,17 @@ class Row:
   note: str = ""
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-  fn()  # warm-up (and compilation)
-  times = []
-  for _ in range(repeats):
+def _median_time(fn: Callable[[], Any], repeats: int, min_seconds: float) -> tuple[float, int]:
+  """Median seconds per call and the number of calls: at least ``repeats`` calls and at least
+  ``min_seconds`` of them (at most 2000), after two untimed calls (compilation, first touch)."""
+  fn()
+  fn()
+  times: list[float] = []
+  while len(times) < repeats or (sum(times) < min_seconds and len(times) < 2000):
     tic = time.perf_counter()
     fn()
     times.append(time.perf_counter() - tic)
-  return statistics.median(times)
+  return statistics.median(times), len(times)
 
 
 def build_rows(args) -> list[Row]:
@@ -421,7 +431,10 @@ def main(argv=None) -> None:
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--size", type=int, default=128)
   parser.add_argument("--classes", type=int, default=9)
-  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--repeats", type=int, default=7, help="timed calls per library, at least")
+  parser.add_argument("--min-time", type=float, default=0.5,
+                      help="seconds of timed calls per library and row, at least (a call of "
+                      "0.2-4 ms needs hundreds of calls for a stable median)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--atol", type=float, default=1e-5)
   parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -444,16 +457,20 @@ def main(argv=None) -> None:
   warnings.filterwarnings("ignore")
   print(f"jaxseg vs MONAI {_monai.__version__} (torch {_torch.__version__}); logits "
         f"{args.batch} x {args.size} x {args.size} x {args.classes}; {args.threads} threads; "
-        f"median of {args.repeats}; losses timed as value + gradient")
+        f"median of >= {args.repeats} calls and >= {args.min_time:g} s per library and row; "
+        "losses timed as value + gradient")
+  print(f"CPU: {cpu_name()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')}; "
+        f"load average before: {load_average()}")
   print()
   print("| function | convention | max abs diff | equal (atol "
         f"{args.atol:g}) | jaxseg ms | MONAI ms | MONAI / jaxseg |")
   print("|---|---|---:|:---:|---:|---:|---:|")
-  failures = []
+  failures, calls = [], []
   for row in build_rows(args):
     diff, equal, nan_mismatch = compare(row.jax_value(), row.monai_value(), args.atol)
-    t_j = _median_time(row.jax_timed, args.repeats)
-    t_m = _median_time(row.monai_timed, args.repeats)
+    t_j, n_j = _median_time(row.jax_timed, args.repeats, args.min_time)
+    t_m, n_m = _median_time(row.monai_timed, args.repeats, args.min_time)
+    calls.append(min(n_j, n_m))
     if row.expect_equal:
       verdict = "yes" if equal else "**NO**"
       if not equal:
@@ -465,6 +482,8 @@ def main(argv=None) -> None:
     print(f"| {row.name} | {convention} | {diff:.1e} | {verdict} | {t_j * 1e3:.2f} | "
           f"{t_m * 1e3:.2f} | {t_m / t_j:.1f}x |", flush=True)
   print()
+  print(f"timed calls per library and row: {min(calls)} to {max(calls)}; load average after: "
+        f"{load_average()}")
   if failures:
     print(f"MISMATCH in {len(failures)} row(s): {', '.join(failures)}")
     raise SystemExit(1)

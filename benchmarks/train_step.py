@@ -51,6 +51,7 @@ Usage::
   python -m benchmarks.train_step --steps 2 --repeats 2     # quick development check
   python -m benchmarks.train_step --jax all --torch channels_last,nchw
   python -m benchmarks.train_step --profile library --batch 2   # top XLA ops of one step
+  python -m benchmarks.train_step --jax library --torch nchw --convs   # + each convolution alone
 """
 
 from __future__ import annotations
@@ -102,14 +103,13 @@ DEFAULT_TORCH = "channels_last,nchw"
 NUM_CLASSES = 9
 
 
-def conv_flops(batch: int, size: int, width: float = 1.0) -> dict[str, float]:
-  """FLOPs (2 per multiply-add) of the seed-000 U-Net's convolutions for one training step."""
+def conv_layers(batch: int, size: int, width: float = 1.0) -> list[tuple[str, tuple[int, ...], int, int]]:
+  """The seed-000 U-Net's convolutions: ``(name, input shape NHWC, c_out, kernel)`` in order."""
 
   def c(n):
     return max(1, int(round(n * width)))
 
-  f1, f2, bott = c(64), c(128), c(256)
-  h = size
+  f1, f2, bott, h = c(64), c(128), c(256), size
   convs = [  # (spatial size, c_in, c_out, kernel)
       (h, 1, f1, 3), (h, f1, f1, 3),
       (h // 2, f1, f2, 3), (h // 2, f2, f2, 3),
@@ -118,7 +118,19 @@ def conv_flops(batch: int, size: int, width: float = 1.0) -> dict[str, float]:
       (h, f2 + f1, f1, 3), (h, f1, f1, 3),
       (h, f1, NUM_CLASSES, 1),
   ]
-  per = [2.0 * batch * s * s * ci * co * k * k for s, ci, co, k in convs]
+  names = [f"ConvBlock_{i}/Conv_{j}" for i in range(5) for j in range(2)] + ["Conv_0"]
+  return [(name, (batch, s, s, ci), co, k) for name, (s, ci, co, k) in zip(names, convs)]
+
+
+def layer_flops(shape: tuple[int, ...], c_out: int, kernel: int) -> float:
+  """FLOPs (2 per multiply-add) of one SAME stride-1 convolution pass (any of the three)."""
+  batch, h, w, c_in = shape
+  return 2.0 * batch * h * w * c_in * c_out * kernel * kernel
+
+
+def conv_flops(batch: int, size: int, width: float = 1.0) -> dict[str, float]:
+  """FLOPs (2 per multiply-add) of the seed-000 U-Net's convolutions for one training step."""
+  per = [layer_flops(shape, co, k) for _, shape, co, k in conv_layers(batch, size, width)]
   forward = sum(per)
   return {"forward": forward, "train_step": forward + (forward - per[0]) + forward}
 
@@ -383,7 +395,7 @@ def _torch_worker(layout: str, args):
   jax_params = _jax_initial_params(args)
   if jax_params is not None:
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    names = [f"ConvBlock_{i}/Conv_{j}" for i in range(5) for j in range(2)] + ["Conv_0"]
+    names = [name for name, *_ in conv_layers(1, args.size)]
     with torch.no_grad():
       for conv, name in zip(convs, names):
         kernel, bias = jax_params[name]
@@ -464,23 +476,35 @@ def worker_main(args) -> None:
     out.flush()
 
 
+def xla_flags(spec: dict[str, Any], threads: int, base: str = "") -> str:
+  """``XLA_FLAGS`` of a jax contender: ``base``, the variant's own flags, or else jaxseg's CPU
+  flag (what every jaxseg entry point applies; not for ``xla-defaults``), and the threads."""
+  flags = [base, spec.get("xla_flags", "")]
+  if "xla_flags" not in spec and not spec.get("raw_flags"):
+    flags.append(cpu_flags.YNN_FLAG)
+  flags.append(f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+               f"intra_op_parallelism_threads={threads}")
+  return " ".join(f for f in flags if f).strip()
+
+
+def worker_environment(spec: dict[str, Any], threads: int) -> dict[str, str]:
+  """The environment of a contender's process (XLA flags, OpenMP threads, malloc pages)."""
+  env = dict(os.environ)
+  if spec["framework"] == "jax":
+    env["XLA_FLAGS"] = xla_flags(spec, threads, env.get("XLA_FLAGS", ""))
+  env.setdefault("JAX_PLATFORMS", "cpu")
+  env["OMP_NUM_THREADS"] = str(threads)
+  if spec.get("malloc"):
+    env["GLIBC_TUNABLES"] = spec["malloc"]
+  return env
+
+
 class Worker:
   """A contender running in its own process."""
 
   def __init__(self, name: str, spec: dict[str, Any], args, logdir: str):
     self.name, self.spec = name, spec
-    env = dict(os.environ)
-    flags = [env.get("XLA_FLAGS", ""), spec.get("xla_flags", "")]
-    if spec["framework"] == "jax" and "xla_flags" not in spec and not spec.get("raw_flags"):
-      flags.append(cpu_flags.YNN_FLAG)  # what every jaxseg entry point applies
-    if spec["framework"] == "jax":
-      flags.append(f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
-                   f"intra_op_parallelism_threads={args.threads}")
-    env["XLA_FLAGS"] = " ".join(f for f in flags if f).strip()
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    env["OMP_NUM_THREADS"] = str(args.threads)
-    if spec.get("malloc"):
-      env["GLIBC_TUNABLES"] = spec["malloc"]
+    env = worker_environment(spec, args.threads)
     self.log_path = os.path.join(logdir, f"{name}.log")
     argv = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     for flag in ("batch", "size", "width", "threads", "warmup"):
@@ -521,15 +545,151 @@ class Worker:
 
 
 # ---------------------------------------------------------------------------------------------
+# Convolution mode: every convolution pass of the step, alone, in each framework.
+
+CONV_PASSES = ("forward", "input grad", "weight grad")
+
+
+def _time_median(fn, repeats: int) -> float:
+  fn()
+  fn()  # compilation / first-touch, excluded
+  times = []
+  for _ in range(repeats):
+    tic = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - tic)
+  return statistics.median(times)
+
+
+def _jax_conv_times(args) -> list[dict[str, float]]:
+  """Seconds per pass of each layer, as ``lax.conv_general_dilated`` (NHWC / HWIO, SAME) and the
+  two halves of its VJP, each jitted alone with the arrays as arguments (XLA drops the unused
+  forward pass from a VJP)."""
+  import jax
+  import numpy as np
+
+  def conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  passes = {
+      "forward": jax.jit(lambda x, w, g: conv(x, w)),
+      "input grad": jax.jit(lambda x, w, g: jax.vjp(lambda a: conv(a, w), x)[1](g)[0]),
+      "weight grad": jax.jit(lambda x, w, g: jax.vjp(lambda b: conv(x, b), w)[1](g)[0]),
+  }
+  rng = np.random.default_rng(0)
+  rows = []
+  for index, (_, shape, c_out, k) in enumerate(conv_layers(args.batch, args.size, args.width)):
+    x = jax.device_put(rng.normal(size=shape).astype(np.float32))
+    w = jax.device_put(rng.normal(size=(k, k, shape[-1], c_out)).astype(np.float32))
+    g = jax.device_put(rng.normal(size=shape[:-1] + (c_out,)).astype(np.float32))
+    rows.append({name: _time_median(lambda f=f: jax.block_until_ready(f(x, w, g)), args.steps)
+                 for name, f in passes.items() if index or name != "input grad"})
+  return rows
+
+
+def _torch_conv_times(layout: str, args) -> list[dict[str, float]]:
+  """The same passes in PyTorch: ``F.conv2d`` and ``aten.convolution_backward`` (the kernel that
+  autograd calls) with one output mask at a time, in ``layout``."""
+  import torch
+  import torch.nn.functional as F
+
+  torch.set_num_threads(args.threads)
+  fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+  gen = torch.Generator().manual_seed(0)
+  rows = []
+  with torch.no_grad():
+    for index, (_, (b, h, wd, c_in), c_out, k) in enumerate(
+        conv_layers(args.batch, args.size, args.width)):
+      x = torch.randn(b, c_in, h, wd, generator=gen).contiguous(memory_format=fmt)
+      w = torch.randn(c_out, c_in, k, k, generator=gen).contiguous(memory_format=fmt)
+      g = torch.randn(b, c_out, h, wd, generator=gen).contiguous(memory_format=fmt)
+      pad = [k // 2, k // 2]
+
+      def backward(mask, x=x, w=w, g=g, pad=pad):
+        return torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], pad, [1, 1], False,
+                                                   [0, 0], 1, mask)
+
+      passes = {"forward": lambda x=x, w=w, pad=pad: F.conv2d(x, w, padding=pad),
+                "input grad": lambda: backward([True, False, False]),
+                "weight grad": lambda: backward([False, True, False])}
+      rows.append({name: _time_median(f, args.steps)
+                   for name, f in passes.items() if index or name != "input grad"})
+  return rows
+
+
+def conv_worker_main(args) -> None:
+  spec = json.loads(args.conv_worker)
+  out = sys.stdout
+  sys.stdout = sys.stderr
+  rows = (_jax_conv_times(args) if spec["framework"] == "jax"
+          else _torch_conv_times(spec["layout"], args))
+  out.write(json.dumps(rows) + "\n")
+
+
+def conv_tables(args, specs: list[tuple[str, dict[str, Any]]], steps: dict[str, float],
+                peak: float) -> None:
+  """Runs every convolution pass alone in one process per contender and prints, per layer, the
+  milliseconds of each pass, then how much of each step the convolutions explain."""
+  timed = {}
+  for name, spec in specs:
+    argv = [sys.executable, os.path.abspath(__file__), "--conv-worker", json.dumps(spec)]
+    for flag in ("batch", "size", "width", "threads", "steps"):
+      argv += [f"--{flag}", str(getattr(args, flag))]
+    time.sleep(args.pause)
+    done = subprocess.run(argv, capture_output=True, text=True, env=worker_environment(
+        spec, args.threads), check=False)
+    if done.returncode:
+      raise RuntimeError(f"convolution worker {name} failed:\n{done.stderr[-3000:]}")
+    timed[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  convolutions timed: {name}", flush=True)
+  layers = conv_layers(args.batch, args.size, args.width)
+  names = list(timed)
+  print(f"\nEvery convolution pass of one step, alone (median of {args.steps} calls each after "
+        "2 untimed; ms; GFLOP/s of the layer's passes together):\n")
+  print("| layer | input (NHWC) | c_out | GFLOP / pass | " + " | ".join(
+      f"{n} fwd | {n} in-grad | {n} w-grad | {n} GFLOP/s" for n in names) + " |")
+  print("|---|---|---:|---:|" + "---:|" * (4 * len(names)))
+  totals = {n: dict.fromkeys(CONV_PASSES, 0.0) for n in names}
+  for index, (layer, shape, c_out, k) in enumerate(layers):
+    flops = layer_flops(shape, c_out, k)
+    cells = []
+    for n in names:
+      row = timed[n][index]
+      for p in CONV_PASSES:
+        totals[n][p] += row.get(p, 0.0)
+        cells.append(f"{row[p] * 1e3:.1f}" if p in row else "-")
+      cells.append(f"{flops * len(row) / sum(row.values()) / 1e9:.0f}")
+    print(f"| {layer} | {'x'.join(map(str, shape))} | {c_out} | {flops / 1e9:.2f} | "
+          + " | ".join(cells) + " |")
+  step_flops = conv_flops(args.batch, args.size, args.width)["train_step"]
+  cells = []
+  for n in names:
+    cells += [f"{totals[n][p] * 1e3:.0f}" for p in CONV_PASSES]
+    cells.append(f"{step_flops / sum(totals[n].values()) / 1e9:.0f}")
+  print(f"| all | | | {step_flops / 1e9:.1f} (step) | " + " | ".join(cells) + " |")
+  print()
+  for n in names:
+    convs = sum(totals[n].values())
+    line = (f"{n}: convolutions alone {convs:.3f} s/step ({step_flops / convs / 1e9:.0f} GFLOP/s, "
+            f"{step_flops / convs / 1e9 / peak:.0%} of the nominal peak)")
+    if n in steps:
+      line += (f"; the step {steps[n]:.3f} s, so {steps[n] - convs:+.3f} s "
+               f"({(steps[n] - convs) / steps[n]:.0%}) is everything else (pooling, resizing, "
+               "concatenation, activations, loss, optimizer, layout copies) or runs slower "
+               "inside the step than alone")
+    print(line + ".")
+
+
+# ---------------------------------------------------------------------------------------------
 # Profile mode: top XLA thunks of one step of one jax variant.
 
 
 def profile_main(args) -> None:
   spec = dict(JAX_VARIANTS[args.profile], framework="jax")
-  flags = [os.environ.get("XLA_FLAGS", ""), spec.get("xla_flags", ""),
-           f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
-           f"intra_op_parallelism_threads={args.threads}"]
-  os.environ["XLA_FLAGS"] = " ".join(f for f in flags if f)
+  # The variant's flags, jaxseg's CPU flag included for `library` (before stop 29 this mode
+  # profiled `library` without it, i.e. under jaxlib's defaults).
+  os.environ["XLA_FLAGS"] = xla_flags(spec, args.threads, os.environ.get("XLA_FLAGS", ""))
   import jax
 
   trainer, state, _, _ = _jax_model_and_trainer(spec, args.batch, args.size, args.width)
@@ -607,7 +767,12 @@ def main(argv=None) -> None:
                       choices=sorted(n for n, v in JAX_VARIANTS.items() if "malloc" not in v),
                       help="print the top XLA ops of --steps steps of this jax variant, then exit")
   parser.add_argument("--top", type=int, default=20)
+  parser.add_argument("--convs", action="store_true",
+                      help="after the step table, time every convolution pass alone in each "
+                      "contender's framework (the library's flags for jax) and say how much of "
+                      "each step the convolutions explain")
   parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--conv-worker", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if min(args.steps, args.repeats, args.batch, args.size, args.threads) < 1 or args.warmup < 0:
     parser.error("steps, repeats, batch, size and threads must be >= 1; warmup >= 0")
@@ -615,6 +780,8 @@ def main(argv=None) -> None:
     parser.error("size must be a multiple of 4 (two 2x2 poolings)")
   if args.worker is not None:
     return worker_main(args)
+  if args.conv_worker is not None:
+    return conv_worker_main(args)
   if args.profile is not None:
     return profile_main(args)
 
@@ -706,8 +873,13 @@ def main(argv=None) -> None:
     best = min(jax_workers, key=lambda w: statistics.median(w.wall))
     print(f"best jax contender ({best.name}): {torch_best / statistics.median(best.wall):.2f}x "
           f"PyTorch's best")
-    if xla:
-      print(f"speedup vs PyTorch: {torch_best / statistics.median(xla[0].wall):.2f}")
+  if args.convs:
+    conv_specs = [(w.name, w.spec) for w in workers
+                  if (w.name == "jax library" or w.name.startswith("torch"))
+                  and not w.spec.get("malloc")]
+    conv_tables(args, conv_specs, {w.name: statistics.median(w.wall) for w in workers}, peak)
+  if torch_best and jax_workers and xla:
+    print(f"speedup vs PyTorch: {torch_best / statistics.median(xla[0].wall):.2f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ losses weight them more than the "easy" rest of the image:
 All losses take channels-last logits ``(batch, *spatial, 1)`` of a single
 sigmoid output (several independent channels also work) and return one value
 per example, ``(batch,)``; their mean over the batch is the study's
-``/(B*H*W)`` normalisation.  Logs come from ``jax.nn.log_sigmoid``: the
+``/(B*H*W)`` normalisation.  Logs are exact log-sigmoids (``_stable.log_sigmoids``): the
 original code's ``log(p + 1e-6)`` / probability clamping to
 ``[1e-6, 1 - 1e-6]`` is not reproduced, so a confidently wrong pixel keeps its
 full (finite) loss and gradient instead of being capped at
@@ -29,7 +29,7 @@ from typing import Union
 import jax
 import jax.numpy as jnp
 
-from jaxseg.losses import _checks
+from jaxseg.losses import _checks, _stable
 from jaxseg.losses import focal
 
 
@@ -161,8 +161,8 @@ def ag_bce_loss(
   _checks.check_binary_mask(labels)
   y = _binary_like(logits, labels, "labels")
   hard = _binary_like(logits, jnp.asarray(hard_mask), "hard_mask")
-  per_pixel = 0.5 * (-y * jax.nn.log_sigmoid(logits)
-                     - (1.0 - y) * jax.nn.log_sigmoid(-logits))
+  log_p, log_q = _stable.log_sigmoids(logits)
+  per_pixel = 0.5 * (-y * log_p - (1.0 - y) * log_q)
   axes = tuple(range(1, logits.ndim))
   n = logits[0].size
   easy_sum = jnp.sum((1.0 - hard) * per_pixel, axis=axes)

@@ -2,9 +2,9 @@
 
 Conventions (see ``docs/developing.md``): logits are channels-last ``(batch, *spatial, classes)``,
 integer labels are ``(batch, *spatial)``, and every public loss returns one value per example,
-shape ``(batch,)``: the mean over spatial positions. All are computed from ``log_softmax`` /
-``log_sigmoid`` so that they stay finite at extreme logits, and in at least float32: bf16 / fp16
-logits are promoted first (:func:`jaxseg.losses._checks.compute_dtype`).
+shape ``(batch,)``: the mean over spatial positions. All are computed from ``log_softmax`` or
+exact log-sigmoids (``_stable.log_sigmoids``) so that they stay finite at extreme logits, and in
+at least float32: bf16 / fp16 logits are promoted first (:func:`jaxseg.losses._checks.compute_dtype`).
 
 Integer labels outside ``[0, classes)`` (or integer binary targets other than 0 / 1) raise a
 ``ValueError`` when the labels are concrete (see :mod:`jaxseg.losses._checks`); under ``jit`` the
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxseg.losses import _checks
+from jaxseg.losses import _checks, _stable
 
 
 def _check_dense(logits: jax.Array, labels: jax.Array) -> None:
@@ -137,10 +137,11 @@ def sigmoid_binary_cross_entropy(
       raise ValueError(f"logits {logits.shape} and labels {labels.shape} do not match")
   if logits.ndim < 1:
     raise ValueError("logits need a batch axis")
-  positive = labels * jax.nn.log_sigmoid(logits)
+  log_p, log_q = _stable.log_sigmoids(logits)
+  positive = labels * log_p
   if pos_weight is not None:
     positive = positive * pos_weight
-  loss = -(positive + (1.0 - labels) * jax.nn.log_sigmoid(-logits))
+  loss = -(positive + (1.0 - labels) * log_q)
   if loss.ndim == 1:
     return loss
   return _spatial_mean(loss)

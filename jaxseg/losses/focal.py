@@ -7,8 +7,8 @@ true class, so that well-classified pixels contribute little.
 Both functions take channels-last logits ``(batch, *spatial, channels)`` and
 return per-example values ``(batch,)`` (the mean over pixels) by default;
 ``reduction="none"`` gives the per-pixel values.  Everything is computed from
-``jax.nn.log_sigmoid`` / ``jax.nn.log_softmax`` (never ``log(sigmoid)``), and
-the modulating factor as :math:`\\exp(\\gamma \\log(1 - p_t))` with an exact
+exact log-sigmoids (:func:`jaxseg.losses._stable.log_sigmoids`) and
+``jax.nn.log_softmax`` (never ``log(sigmoid)``), and the modulating factor as :math:`\\exp(\\gamma \\log(1 - p_t))` with an exact
 log, so values and gradients are finite at logits of :math:`\\pm 10^4` for
 every :math:`\\gamma \\ge 0`.  bf16 / fp16 logits are promoted to float32 first
 (:func:`jaxseg.losses._checks.compute_dtype`).
@@ -22,7 +22,7 @@ from typing import Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jaxseg.losses import _checks
+from jaxseg.losses import _checks, _stable
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -47,15 +47,14 @@ def _check_gamma(gamma) -> None:
     raise ValueError(f"gamma must be >= 0, got {gamma}.")
 
 
-def _log_one_minus_pt(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  r"""Exact :math:`\log(1 - p_t)` with :math:`1 - p_t = y (1-p) + (1-y) p`.
+def _log_one_minus_pt(log_p: jax.Array, log_q: jax.Array, labels: jax.Array) -> jax.Array:
+  r"""Exact :math:`\log(1 - p_t)` with :math:`1 - p_t = y (1-p) + (1-y) p`, from
+  ``log_p`` :math:`= \log\sigma(x)` and ``log_q`` :math:`= \log\sigma(-x)`.
 
   Hard labels (0 or 1) use a log-sigmoid directly; soft labels in (0, 1)
   satisfy :math:`1 - p_t \ge \min(y, 1-y) > 0`, so a plain log is safe there.
   The ``where`` guards keep the unused branch from producing NaN gradients.
   """
-  log_p = jax.nn.log_sigmoid(logits)
-  log_q = jax.nn.log_sigmoid(-logits)
   is_hard = (labels == 0) | (labels == 1)
   hard = jnp.where(labels > 0.5, log_q, log_p)
   soft_arg = labels * jnp.exp(log_q) + (1.0 - labels) * jnp.exp(log_p)
@@ -156,9 +155,9 @@ def sigmoid_focal_loss(
   _checks.check_binary_mask(labels)
   targets = _binary_targets(logits, labels)
 
-  ce = (-targets * jax.nn.log_sigmoid(logits)
-        - (1.0 - targets) * jax.nn.log_sigmoid(-logits))
-  modulating = jnp.exp(gamma * _log_one_minus_pt(logits, targets))
+  log_p, log_q = _stable.log_sigmoids(logits)
+  ce = -targets * log_p - (1.0 - targets) * log_q
+  modulating = jnp.exp(gamma * _log_one_minus_pt(log_p, log_q, targets))
   loss = modulating * ce
   if alpha is not None:
     loss = (alpha * targets + (1.0 - alpha) * (1.0 - targets)) * loss
