@@ -83,6 +83,36 @@ def _log_one_minus_softmax(log_p: jax.Array) -> jax.Array:
   return jnp.where(is_max, log_1mp_max, log_1mp_rest)
 
 
+def _true_class_focal(logits: jax.Array, labels: jax.Array, alpha: jax.Array,
+                      gamma) -> jax.Array:
+  r"""Per-pixel softmax focal loss of an integer label map, from the true class alone.
+
+  With one-hot targets only the true class :math:`y` contributes,
+  :math:`\alpha_y (1 - p_y)^\gamma (-\log p_y)`. Both logs follow from one number, the logit
+  of "not :math:`y`":
+
+  .. math::
+    r = \log \frac{1 - p_y}{p_y} = \log \sum_{j \ne y} e^{x_j} - x_y, \qquad
+    \log(1 - p_y) = \log\sigma(r), \qquad -\log p_y = -\log\sigma(-r)
+
+  with the log-sum-exp shifted by :math:`\max_{j \ne y} x_j` and the pair of log-sigmoids of
+  :func:`jaxseg.losses._stable.log_sigmoids`: exact as :math:`p_y \to 1` and as
+  :math:`p_y \to 0`. One masked log-sum-exp per pixel instead of a log and a modulating factor
+  for every class (the general path, :func:`_log_one_minus_softmax`); the same values. Labels
+  outside ``[0, C)`` (possible only under ``jit``) give 0, as an all-zero target row does.
+  """
+  is_true = labels[..., None] == jnp.arange(logits.shape[-1])
+  x_true = jnp.sum(jnp.where(is_true, logits, 0.0), axis=-1)
+  others = jnp.where(is_true, -jnp.inf, logits)
+  shift = jax.lax.stop_gradient(jnp.max(others, axis=-1, keepdims=True))
+  # (shift - x_true) first: both may be large (1e4) while r is small.
+  r = jnp.log(jnp.sum(jnp.exp(others - shift), axis=-1)) + (shift[..., 0] - x_true)
+  log_rest, log_p = _stable.log_sigmoids(r)
+  weight = jnp.sum(jnp.where(is_true, alpha, 0.0), axis=-1)
+  valid = (labels >= 0) & (labels < logits.shape[-1])
+  return jnp.where(valid, weight * jnp.exp(gamma * log_rest) * (-log_p), 0.0)
+
+
 def _binary_targets(logits: jax.Array, labels: jax.Array) -> jax.Array:
   if labels.shape == logits.shape:
     return labels.astype(logits.dtype)
@@ -250,7 +280,7 @@ def softmax_focal_loss(
     targets = labels.astype(logits.dtype)
   elif labels.shape == logits.shape[:-1]:
     _checks.check_class_indices(labels, num_classes)
-    targets = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
+    targets = None  # an integer map: only the true class's term is not zero
   else:
     raise ValueError(
         f"labels must have shape {logits.shape} (one-hot) or "
@@ -265,6 +295,10 @@ def softmax_focal_loss(
   if clip_eps is not None and not 0.0 < clip_eps < 0.5:
     raise ValueError(f"clip_eps must be in (0, 0.5), got {clip_eps}.")
 
+  if targets is None and clip_eps is None:
+    return _reduce(_true_class_focal(logits, labels, alpha, gamma), reduction)
+  if targets is None:
+    targets = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
   if clip_eps is None:
     log_p = jax.nn.log_softmax(logits, axis=-1)
     modulating = jnp.exp(gamma * _log_one_minus_softmax(log_p))

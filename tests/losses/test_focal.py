@@ -348,6 +348,26 @@ class SoftmaxFocalManyClassesTest(chex.TestCase):
       numeric[idx] = (ref_f(x + step) - ref_f(x - step)) / (2 * eps)
     np.testing.assert_allclose(grad, numeric, rtol=2e-4, atol=2e-5)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(0.0, 0.5, 2.0)
+  def test_integer_map_path_equals_one_hot_path(self, gamma):
+    # An integer map takes the true-class path (one masked log-sum-exp per pixel); its one-hot
+    # array takes the general path (a term per class): the same values and gradients.
+    x, labels = self._extreme(seed=4)
+    x[1] = 4.0 * np.random.default_rng(5).normal(size=x[1].shape)
+    alpha = np.linspace(0.1, 0.9, self.C)
+    one_hot = np.eye(self.C, dtype=np.float32)[labels]
+
+    def value_and_grad(y):
+      return jax.value_and_grad(lambda z: jnp.sum(focal.softmax_focal_loss(
+          z, y, alpha=alpha, gamma=gamma, reduction="sum")))
+
+    v_map, g_map = self.variant(value_and_grad(labels))(jnp.asarray(x))
+    v_hot, g_hot = self.variant(value_and_grad(one_hot))(jnp.asarray(x))
+    chex.assert_trees_all_close((v_map, g_map), (v_hot, g_hot), rtol=1e-5, atol=1e-6)
+    chex.assert_shape(g_map, x.shape)
+    chex.assert_tree_all_finite(g_map)
+
   def test_no_quadratic_temporary(self):
     # Every intermediate (forward and backward) is at most the logits' size:
     # no (..., C, C) array.
