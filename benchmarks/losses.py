@@ -190,10 +190,9 @@ def build_rows(args) -> list[Row]:
       lambda z, y: jl.softmax_focal_loss(z, y, alpha=alpha, gamma=2.0), (z_j, y_j),
       lambda z, y: focal_soft(z, y).sum(1), (z_t, y_t),
       lambda v: v.detach().numpy().mean(axis=(1, 2)),
-      note="per pixel the two differ by up to ~1.3e-6 relative (float32 rounding of jaxseg's "
-      "exact log(1 - p_c) (log1p(-p_c) below 1/2, a log-sum-exp of the other classes for the "
-      "arg-max), which MONAI computes as "
-      "log(1 - exp(log p_c)))"))
+      note="per pixel the two differ by float32 rounding: jaxseg's log(1 - p_y) is exact (for "
+      "an integer label map, the log-sum-exp of the other classes minus the true logit, "
+      "through a log-sigmoid), MONAI computes log(1 - exp(log p_c))"))
   # -- Focal Tversky (not in MONAI: composed from TverskyLoss) -------------------------------
   rows.append(loss_row(
       "Focal Tversky loss, sigmoid, batch (not in MONAI)",

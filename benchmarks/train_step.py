@@ -86,6 +86,9 @@ JAX_VARIANTS: dict[str, dict[str, Any]] = {
     "ynn-no-conv": {"xla_flags": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"},
     "eigen+wgrad-matmul": {"model": "variant", "conv": "wgrad_matmul",
                            "xla_flags": "--xla_cpu_experimental_ynn_fusion_type="},
+    # YNNPACK's forward and input-gradient convolutions (jaxlib's default) with the weight
+    # gradient as shifted matrix products, so that no weight-gradient convolution reaches YNNPACK.
+    "ynn+wgrad-matmul": {"model": "variant", "conv": "wgrad_matmul", "raw_flags": True},
     "onednn": {"xla_flags": "--xla_cpu_use_onednn=true"},
     "fast-math": {"xla_flags": "--xla_cpu_enable_fast_math=true"},
     "bf16": {"dtype": "bfloat16"},
