@@ -106,7 +106,10 @@ DEFAULT_TORCH = "channels_last,nchw"
 NUM_CLASSES = 9
 
 
-def conv_layers(batch: int, size: int, width: float = 1.0) -> list[tuple[str, tuple[int, ...], int, int]]:
+Layer = tuple[str, tuple[int, ...], int, int]  # (name, input shape NHWC, c_out, kernel)
+
+
+def conv_layers(batch: int, size: int, width: float = 1.0) -> list[Layer]:
   """The seed-000 U-Net's convolutions: ``(name, input shape NHWC, c_out, kernel)`` in order."""
 
   def c(n):

@@ -11,10 +11,11 @@ losses weight them more than the "easy" rest of the image:
 All losses take channels-last logits ``(batch, *spatial, 1)`` of a single
 sigmoid output (several independent channels also work) and return one value
 per example, ``(batch,)``; their mean over the batch is the study's
-``/(B*H*W)`` normalisation.  Logs are exact log-sigmoids (``_stable.log_sigmoids``): the
-original code's ``log(p + 1e-6)`` / probability clamping to
-``[1e-6, 1 - 1e-6]`` is not reproduced, so a confidently wrong pixel keeps its
-full (finite) loss and gradient instead of being capped at
+``/(B*H*W)`` normalisation.  Logs are exact log-sigmoids
+(``_stable.log_sigmoids``): the original code's ``log(p + 1e-6)`` /
+probability clamping to ``[1e-6, 1 - 1e-6]`` is not reproduced, so a
+confidently wrong pixel keeps its full (finite) loss and gradient instead of
+being capped at
 :math:`-\\log 10^{-6} \\approx 13.8`.  bf16 / fp16 logits are promoted to
 float32 first (:func:`jaxseg.losses._checks.compute_dtype`).
 

@@ -2,9 +2,10 @@
 
 Conventions (see ``docs/developing.md``): logits are channels-last ``(batch, *spatial, classes)``,
 integer labels are ``(batch, *spatial)``, and every public loss returns one value per example,
-shape ``(batch,)``: the mean over spatial positions. All are computed from ``log_softmax`` or
-exact log-sigmoids (``_stable.log_sigmoids``) so that they stay finite at extreme logits, and in
-at least float32: bf16 / fp16 logits are promoted first (:func:`jaxseg.losses._checks.compute_dtype`).
+shape ``(batch,)``: the mean over spatial positions. All are computed from shifted log-sum-exps
+or exact log-sigmoids (``_stable.log_sigmoids``) so that they stay finite at extreme logits, and
+in at least float32: bf16 / fp16 logits are promoted first
+(:func:`jaxseg.losses._checks.compute_dtype`).
 
 Integer labels outside ``[0, classes)`` (or integer binary targets other than 0 / 1) raise a
 ``ValueError`` when the labels are concrete (see :mod:`jaxseg.losses._checks`); under ``jit`` the

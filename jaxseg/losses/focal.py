@@ -8,9 +8,10 @@ Both functions take channels-last logits ``(batch, *spatial, channels)`` and
 return per-example values ``(batch,)`` (the mean over pixels) by default;
 ``reduction="none"`` gives the per-pixel values.  Everything is computed from
 exact log-sigmoids (:func:`jaxseg.losses._stable.log_sigmoids`) and
-``jax.nn.log_softmax`` (never ``log(sigmoid)``), and the modulating factor as :math:`\\exp(\\gamma \\log(1 - p_t))` with an exact
-log, so values and gradients are finite at logits of :math:`\\pm 10^4` for
-every :math:`\\gamma \\ge 0`.  bf16 / fp16 logits are promoted to float32 first
+log-sum-exps (never ``log(sigmoid)``), and the modulating factor as
+:math:`\\exp(\\gamma \\log(1 - p_t))` with an exact log, so values and
+gradients are finite at logits of :math:`\\pm 10^4` for every
+:math:`\\gamma \\ge 0`.  bf16 / fp16 logits are promoted to float32 first
 (:func:`jaxseg.losses._checks.compute_dtype`).
 
 Reference:
@@ -217,16 +218,22 @@ def softmax_focal_loss(
   ``alpha = [0.05, 0.30, 0.65]`` (background, TZ, PZ) and ``[0.75, 0.25]``
   (background, csPCa), gamma 2.
 
-  :math:`\log p_c` comes from ``log_softmax`` and :math:`\log(1 - p_c)` is
-  computed exactly (see "Memory" below), so no clipping is needed for
-  finiteness.  The original (Keras) code clipped the probabilities to
-  ``[1e-7, 1 - 1e-7]``, which bounds the per-pixel loss at
+  :math:`\log p_c` and :math:`\log(1 - p_c)` are computed exactly (see below),
+  so no clipping is needed for finiteness.  The original (Keras) code clipped
+  the probabilities to ``[1e-7, 1 - 1e-7]``, which bounds the per-pixel loss at
   :math:`-\log 10^{-7} \approx 16` and zeroes the gradient of pixels whose
   true-class probability is below ``1e-7``; pass ``clip_eps=1e-7`` to
   reproduce that behaviour (for comparison only, the default is exact).
 
-  Memory: :math:`\log(1 - p_c)` is exact in :math:`O(C)` per pixel (no
-  ``(..., C, C)`` temporary).  Every class except the arg-max has
+  An integer label map takes a shorter path with the same values: only the
+  true class :math:`y` contributes, and :math:`-\log p_y` and
+  :math:`\log(1 - p_y)` are the two log-sigmoids of
+  :math:`r = \mathrm{logsumexp}_{j \ne y} x_j - x_y` (one masked log-sum-exp
+  per pixel, exact in both tails; :func:`_true_class_focal`).
+
+  Memory (one-hot or soft targets, and ``clip_eps``): :math:`\log(1 - p_c)` is
+  exact in :math:`O(C)` per pixel (no ``(..., C, C)`` temporary).  Every class
+  except the arg-max has
   :math:`p_c \le 1/2`, where :math:`\log(1 - p_c) =
   \mathrm{log1p}(-e^{\log p_c})` is accurate; for the arg-max class
   :math:`a`, :math:`\log(1 - p_a) = \mathrm{logsumexp}_{j \ne a} \log p_j`
