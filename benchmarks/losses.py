@@ -38,9 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import statistics
 import sys
-import time
 import warnings
 from typing import Any, Callable
 
@@ -53,6 +51,7 @@ from jaxseg import cpu_flags  # pylint: disable=wrong-import-position
 cpu_flags.apply()  # jaxseg's XLA CPU flags, as its entry points set them (before JAX starts)
 
 from benchmarks._machine import cpu_name, load_average  # pylint: disable=wrong-import-position
+from benchmarks._timing import median_time  # pylint: disable=wrong-import-position
 
 
 @dataclasses.dataclass
@@ -67,19 +66,6 @@ class Row:
   monai_timed: Callable[[], Any]
   expect_equal: bool = True
   note: str = ""
-
-
-def _median_time(fn: Callable[[], Any], repeats: int, min_seconds: float) -> tuple[float, int]:
-  """Median seconds per call and the number of calls: at least ``repeats`` calls and at least
-  ``min_seconds`` of them (at most 2000), after two untimed calls (compilation, first touch)."""
-  fn()
-  fn()
-  times: list[float] = []
-  while len(times) < repeats or (sum(times) < min_seconds and len(times) < 2000):
-    tic = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - tic)
-  return statistics.median(times), len(times)
 
 
 def build_rows(args) -> list[Row]:
@@ -467,8 +453,8 @@ def main(argv=None) -> None:
   failures, calls = [], []
   for row in build_rows(args):
     diff, equal, nan_mismatch = compare(row.jax_value(), row.monai_value(), args.atol)
-    t_j, n_j = _median_time(row.jax_timed, args.repeats, args.min_time)
-    t_m, n_m = _median_time(row.monai_timed, args.repeats, args.min_time)
+    t_j, n_j = median_time(row.jax_timed, args.repeats, args.min_time)
+    t_m, n_m = median_time(row.monai_timed, args.repeats, args.min_time)
     calls.append(min(n_j, n_m))
     if row.expect_equal:
       verdict = "yes" if equal else "**NO**"

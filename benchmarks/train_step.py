@@ -71,7 +71,12 @@ import tempfile
 import time
 from typing import Any
 
-from jaxseg import cpu_flags
+# Workers run this file as a script (``python benchmarks/train_step.py --worker``): the
+# repository root must be importable for ``benchmarks._timing``.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._timing import median_time  # pylint: disable=wrong-import-position
+from jaxseg import cpu_flags  # pylint: disable=wrong-import-position
 
 # ---------------------------------------------------------------------------------------------
 # Contenders.
@@ -556,17 +561,6 @@ class Worker:
 CONV_PASSES = ("forward", "input grad", "weight grad")
 
 
-def _time_median(fn, repeats: int) -> float:
-  fn()
-  fn()  # compilation / first-touch, excluded
-  times = []
-  for _ in range(repeats):
-    tic = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - tic)
-  return statistics.median(times)
-
-
 def _jax_conv_times(args) -> list[dict[str, float]]:
   """Seconds per pass of each layer, as ``lax.conv_general_dilated`` (NHWC / HWIO, SAME) and the
   two halves of its VJP, each jitted alone with the arrays as arguments (XLA drops the unused
@@ -589,7 +583,7 @@ def _jax_conv_times(args) -> list[dict[str, float]]:
     x = jax.device_put(rng.normal(size=shape).astype(np.float32))
     w = jax.device_put(rng.normal(size=(k, k, shape[-1], c_out)).astype(np.float32))
     g = jax.device_put(rng.normal(size=shape[:-1] + (c_out,)).astype(np.float32))
-    rows.append({name: _time_median(lambda f=f: jax.block_until_ready(f(x, w, g)), args.steps)
+    rows.append({name: median_time(lambda f=f: jax.block_until_ready(f(x, w, g)), args.steps)[0]
                  for name, f in passes.items() if index or name != "input grad"})
   return rows
 
@@ -619,7 +613,7 @@ def _torch_conv_times(layout: str, args) -> list[dict[str, float]]:
       passes = {"forward": lambda x=x, w=w, pad=pad: F.conv2d(x, w, padding=pad),
                 "input grad": lambda: backward([True, False, False]),
                 "weight grad": lambda: backward([False, True, False])}
-      rows.append({name: _time_median(f, args.steps)
+      rows.append({name: median_time(f, args.steps)[0]
                    for name, f in passes.items() if index or name != "input grad"})
   return rows
 
