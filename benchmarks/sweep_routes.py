@@ -7,6 +7,11 @@ compared without the library's ``Trainer`` (which only knows ``vmap``):
 * ``vmap``: the configurations as a vmapped axis (what ``Trainer(num_configs=K)`` does);
 * ``unrolled``: a Python loop over the configurations under one ``jit`` (K independent copies of
   the step in one program, which XLA's thunk executor may run concurrently);
+* ``folded``: the configurations folded into the channels of one network
+  (``benchmarks/_folded_unet.py``): every per-channel operation runs once for all of them, and a
+  convolution of at most ``--fold-max`` channels per configuration runs as one dense convolution
+  with a block-diagonal kernel (``K`` times the FLOPs, no feature groups), wider ones as ``K``
+  convolutions on channel slices;
 * ``sequential``: one jitted step per configuration, in turn (the baseline);
 * with ``--devices 2`` (``--xla_force_host_platform_device_count``): ``vmap`` and ``unrolled``
   under ``shard_map`` over a ``config`` axis of the host devices, K / devices per device.
@@ -40,15 +45,24 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--repeats", type=int, default=3)
 
 
+ROUTES = ("vmap", "unrolled", "folded", "sequential")
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   add_sweep_arguments(parser)
   parser.add_argument("--devices", type=int, default=1, help="host CPU devices (config axis)")
-  parser.add_argument("--routes", default="vmap,unrolled,sequential")
+  parser.add_argument("--routes", default="vmap,unrolled,sequential",
+                      help=f"comma-separated subset of {','.join(ROUTES)}")
+  parser.add_argument("--fold-max", type=int, default=8,
+                      help="folded route: block-diagonal convolutions up to this many channels "
+                           "per configuration")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   routes = [r for r in args.routes.split(",") if r]
-  if not routes or any(r not in ("vmap", "unrolled", "sequential") for r in routes):
-    parser.error("--routes takes a comma-separated subset of vmap,unrolled,sequential")
+  if not routes or any(r not in ROUTES for r in routes):
+    parser.error(f"--routes takes a comma-separated subset of {','.join(ROUTES)}")
+  if "folded" in routes and args.devices > 1:
+    parser.error("the folded route runs on one device; drop it or --devices")
   if args.devices < 1 or args.configs % args.devices:
     parser.error(f"--configs ({args.configs}) must be a multiple of --devices ({args.devices})")
   if args.devices > 1:  # before JAX starts its backend
@@ -63,6 +77,7 @@ def main(argv=None) -> None:
   import optax
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+  from benchmarks._folded_unet import folded_apply
   from benchmarks._machine import cpu_name, load_average
   from jaxseg.models.unet2d import UNet2D, UNet2DConfig
   # pylint: enable=import-outside-toplevel
@@ -90,6 +105,15 @@ def main(argv=None) -> None:
             for i in range(n)]
     return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
+  def folded(params, stats, opt, x, y):
+    def loss(p):
+      out, new = folded_apply(p, stats, x, fold_max=args.fold_max)
+      per_config = optax.sigmoid_binary_cross_entropy(out, y).mean(axis=(1, 2, 3, 4))
+      return per_config.sum(), (per_config, new)  # the sum's gradient is each one's own
+    (_, (value, stats)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    updates, opt = jax.vmap(tx.update)(grads, opt, params)
+    return optax.apply_updates(params, updates), stats, opt, value
+
   vmapped = jax.vmap(step, in_axes=(0, 0, 0, None, None))
   one = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
   stacked = jax.tree.map(lambda a: jnp.stack([a] * k), one)
@@ -102,9 +126,10 @@ def main(argv=None) -> None:
     x, y = (jax.device_put(a, NamedSharding(mesh, PartitionSpec())) for a in (x, y))
     programs = {"vmap": shard(vmapped), "unrolled": shard(unrolled)}
   else:
-    programs = {"vmap": jax.jit(vmapped), "unrolled": jax.jit(unrolled)}
+    programs = {"vmap": jax.jit(vmapped), "unrolled": jax.jit(unrolled),
+                "folded": jax.jit(folded)}
   single = jax.jit(step)
-  states = {"vmap": stacked, "unrolled": stacked, "sequential": [one] * k}
+  states = {"vmap": stacked, "unrolled": stacked, "folded": stacked, "sequential": [one] * k}
 
   def run(route: str, n: int):
     if route == "sequential":
