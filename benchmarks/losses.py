@@ -5,9 +5,10 @@ arguments chosen so that the two follow the same convention (MONAI is channels-f
 channels-last; the values are compared element by element after transposing). The table gives the
 largest absolute difference, whether it is within ``--atol`` (1e-5), the convention used, and the
 time ratio MONAI / jaxseg (median of at least ``--repeats`` calls and ``--min-time`` seconds of
-calls, after two untimed ones; > 1 means jaxseg is faster). Losses are timed as value *and* gradient with respect to the logits (what a train step
-pays): ``jax.jit(jax.value_and_grad(...))`` against MONAI's forward + ``backward()``; metrics as
-values (jaxseg's overlap metrics jitted; its surface metrics are host NumPy/SciPy, like MONAI's).
+calls, after two untimed ones; > 1 means jaxseg is faster). Losses are timed as value *and*
+gradient with respect to the logits (what a train step pays):
+``jax.jit(jax.value_and_grad(...))`` against MONAI's forward + ``backward()``; metrics as values
+(jaxseg's overlap metrics jitted; its surface metrics are host NumPy/SciPy, like MONAI's).
 jaxseg runs with its own XLA CPU flags (``jaxseg.cpu_flags.apply``), as its entry points do.
 
 Rows where the two libraries *define* a value differently are kept, with the reason, instead of
@@ -29,7 +30,8 @@ Needs the optional ``bench`` extra (PyTorch + MONAI), see ``benchmarks/README.md
 
 Usage::
 
-  python -m benchmarks.losses                      # batch 4, 128 x 128, 9 classes, >= 7 calls and 0.5 s per row
+  python -m benchmarks.losses                      # batch 4, 128 x 128, 9 classes
+                                                   # (>= 7 calls and >= 0.5 s per row)
   python -m benchmarks.losses --repeats 2 --size 64   # quick check
 """
 

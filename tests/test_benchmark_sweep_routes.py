@@ -1,4 +1,4 @@
-"""The ``folded`` route of ``benchmarks.sweep_routes`` computes what the library's U-Net computes."""
+"""The ``folded`` route of ``benchmarks.sweep_routes`` computes what the library's U-Net does."""
 
 import chex
 import jax
