@@ -289,3 +289,23 @@ def test_unstack_slices_on_the_host_and_replicates():
       assert isinstance(got, np.ndarray)
       np.testing.assert_array_equal(got, want[k])
   np.testing.assert_array_equal(jax.tree.leaves(sweep.stack(views))[0], jax.tree.leaves(host)[0])
+
+
+def test_init_is_one_compiled_program_with_the_eager_parameters():
+  from jaxseg.train.state import create_train_state
+  sample = next(iter(batches(0)))
+  key = jax.random.key(3)
+  trainer = Trainer(MODEL, optax.adam(1e-3), loss_fn, ema_decay=0.9)
+  compiled = trainer.init(key, sample)
+  eager = create_train_state(MODEL, trainer.tx, (jnp.asarray(sample["image"][:1]),), key,
+                             ema=True)
+  assert jax.tree.structure(compiled) == jax.tree.structure(eager)
+  jax.tree.map(lambda c, e: np.testing.assert_array_equal(np.asarray(c), np.asarray(e)),
+               compiled, eager)
+  assert trainer._init._cache_size() == 1  # pylint: disable=protected-access
+  again = trainer.init(jax.random.key(4), sample)  # another seed: no new compilation
+  assert trainer._init._cache_size() == 1  # pylint: disable=protected-access
+  assert _max_diff(again.params, compiled.params) > 0
+  # params and their average are separate buffers: the donating step accepts the state
+  state, metrics = trainer.step(compiled, sample, {"alpha": 1.0}, jax.random.key(0))
+  assert np.isfinite(float(metrics["loss"])) and int(state.step) == 1
