@@ -1,14 +1,16 @@
-"""Throughput of a vmapped 8-configuration sweep vs the same 8 configurations one after another.
+"""Throughput of an 8-configuration sweep in one program vs the same 8 configurations in turn.
 
-Both use the seed-002 U-Net (BatchNorm, one sigmoid output) and the Tversky/BCE loss of
-``experiments.tversky``; the sweep trains all configurations in one compiled program
-(``Trainer(num_configs=8)``), the baseline trains each with its own ``Trainer`` step in turn.
-Each mode runs with every convolution implementation of ``UNet2DConfig.conv_impl`` (``xla``:
-XLA's convolutions, which ``vmap`` turns into grouped ones; ``im2col``: patch-matrix products,
-which ``vmap`` turns into batched matrix products). Reports model-steps per second (one optimiser
-update of one configuration = one model-step), median over repeats after compilation, with the
-contenders alternating in every repeat; the last line compares the best of each mode:
-``sweep speedup vs sequential: X.XX``.
+All use the seed-002 U-Net (BatchNorm, one sigmoid output) and the Tversky/BCE loss of
+``experiments.tversky``. A sweep trains all configurations in one compiled program
+(``Trainer(num_configs=8, sweep_impl=...)``: ``vmap``, the configurations as a vmapped axis, or
+``unroll``, one copy of the step per configuration); the baseline trains each with its own
+``Trainer`` step in turn. Each mode runs with every convolution implementation of
+``UNet2DConfig.conv_impl`` (``xla``: XLA's convolutions, which ``vmap`` turns into grouped ones;
+``im2col``: patch-matrix products, which ``vmap`` turns into batched matrix products). Reports
+model-steps per second (one optimiser update of one configuration = one model-step), median over
+repeats after compilation, with the contenders alternating in every repeat, and each contender's
+compilation plus first step; the last line compares the best sweep with the best sequential
+contender: ``sweep speedup vs sequential: X.XX``.
 
   python -m benchmarks.sweep                       # CPU-sized defaults
   python -m benchmarks.sweep --width 1 --size 128 --batch 16 --steps 20   # e.g. on a GPU
@@ -31,7 +33,7 @@ from experiments.runner import LossConfig, sweep_loss
 from experiments.tversky import bce, make_tversky
 from jaxseg.models.layers import CONV_IMPLS
 from jaxseg.models.unet2d import UNet2D, UNet2DConfig
-from jaxseg.train.loop import Trainer
+from jaxseg.train.loop import SWEEP_IMPLS, Trainer
 
 
 def _loss(k: int):
@@ -50,13 +52,19 @@ def _params(k: int, sweep: bool):
   return jax.tree.map(lambda *xs: np.stack(xs), *params) if sweep else params
 
 
-def _contender(sweep: bool, conv_impl: str, args, batch):
-  """A function that runs ``steps`` steps of every configuration, as a sweep or in turn."""
+MODES = (*SWEEP_IMPLS, "sequential")
+LABELS = {"vmap": "vmapped sweep (one program)", "unroll": "unrolled sweep (one program)",
+          "sequential": "one after another"}
+
+
+def _contender(mode: str, conv_impl: str, args, batch):
+  """A function that runs ``steps`` steps of every configuration, as a sweep (``mode``: the
+  Trainer's ``sweep_impl``) or in turn (``"sequential"``)."""
   model = UNet2D(UNet2DConfig.tversky(width=args.width, conv_impl=conv_impl))
   tx = optax.adam(1e-4)
   key = jax.random.key(0)
-  if sweep:
-    trainer = Trainer(model, tx, loss_fn, num_configs=args.configs)
+  if mode != "sequential":
+    trainer = Trainer(model, tx, loss_fn, num_configs=args.configs, sweep_impl=mode)
     state = [trainer.init(key, batch)]
     params = _params(args.configs, True)
 
@@ -82,18 +90,27 @@ def main(argv=None) -> None:
   add_sweep_arguments(parser)
   parser.add_argument("--conv-impls", default=",".join(CONV_IMPLS),
                       help="comma-separated UNet2DConfig.conv_impl values to time in both modes")
+  parser.add_argument("--modes", default=",".join(MODES),
+                      help="comma-separated subset of " + ",".join(MODES) + " (the sweeps are "
+                           "Trainer(num_configs=K, sweep_impl=...); one or both, and sequential)")
   args = parser.parse_args(argv)
   impls = [i for i in args.conv_impls.split(",") if i]
   if not impls or any(i not in CONV_IMPLS for i in impls):
     parser.error(f"--conv-impls takes a comma-separated subset of {CONV_IMPLS}")
+  modes = [m for m in args.modes.split(",") if m]
+  if "sequential" not in modes or len(modes) < 2 or any(m not in MODES for m in modes):
+    parser.error(f"--modes takes sequential and at least one of {', '.join(SWEEP_IMPLS)}")
 
   rng = np.random.default_rng(0)
   batch = {"image": rng.normal(size=(args.batch, args.size, args.size, 1)).astype(np.float32),
            "label": (rng.random((args.batch, args.size, args.size)) > 0.9).astype(np.int32)}
-  contenders = {(mode, impl): _contender(mode == "sweep", impl, args, batch)
-                for mode in ("sweep", "sequential") for impl in impls}
-  for run in contenders.values():
+  contenders = {(mode, impl): _contender(mode, impl, args, batch)
+                for mode in modes for impl in impls}
+  compile_s = {}
+  for name, run in contenders.items():
+    tic = time.perf_counter()
     run(1)  # compile and warm up
+    compile_s[name] = time.perf_counter() - tic
   times = {name: [] for name in contenders}
   for r in range(args.repeats):  # contenders alternate (order rotates), so load hits all alike
     names = list(contenders)
@@ -108,16 +125,21 @@ def main(argv=None) -> None:
   print(f"sweep benchmark: {args.configs} configs, U-Net width {args.width:g}, batch "
         f"{args.batch} x {args.size}x{args.size}, {args.steps} steps x {args.repeats} repeats "
         f"(contenders alternate), {device}; {cpu_name()}\n")
-  print("| mode | convolutions | model-steps/s | seconds per sweep step |")
-  print("|---|---|---:|---:|")
-  label = {"sweep": "vmapped sweep (one program)", "sequential": "one after another"}
+  print("| mode | convolutions | model-steps/s | seconds per sweep step | "
+        "compile + first step s |")
+  print("|---|---|---:|---:|---:|")
   for (mode, impl), t in median.items():
-    print(f"| {label[mode]} | {impl} | {model_steps / t:.2f} | {t / args.steps:.3f} |")
-  best = {mode: min((t, impl) for (m, impl), t in median.items() if m == mode)
-          for mode in ("sweep", "sequential")}
-  print(f"\nbest sweep: {best['sweep'][1]} convolutions; best one after another: "
-        f"{best['sequential'][1]} convolutions")
-  print(f"sweep speedup vs sequential: {best['sequential'][0] / best['sweep'][0]:.2f}")
+    print(f"| {LABELS[mode]} | {impl} | {model_steps / t:.2f} | {t / args.steps:.3f} | "
+          f"{compile_s[mode, impl]:.1f} |")
+  sweeps = [(t, mode, impl) for (mode, impl), t in median.items() if mode != "sequential"]
+  best_sweep = min(sweeps)
+  best_seq = min((t, impl) for (mode, impl), t in median.items() if mode == "sequential")
+  default = Trainer(UNet2D(UNet2DConfig.tversky(width=args.width)), optax.adam(1e-4), loss_fn,
+                    num_configs=args.configs).sweep_impl
+  print(f"\nbest sweep: {LABELS[best_sweep[1]]}, {best_sweep[2]} convolutions (the Trainer's "
+        f"default here: sweep_impl={default!r}); best one after another: {best_seq[1]} "
+        f"convolutions")
+  print(f"sweep speedup vs sequential: {best_seq[0] / best_sweep[0]:.2f}")
 
 
 if __name__ == "__main__":

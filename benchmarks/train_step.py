@@ -39,7 +39,8 @@ all timed steps, the minimum, and the process CPU time per step. All use ``--thr
 GFLOP/s are the model's convolution FLOPs of one step (forward + input gradient + weight
 gradient; the first layer's input gradient is not needed) divided by the median time, against
 the CPU's nominal peak ``cores x GHz x FLOP/cycle`` (AVX2+FMA: 32 FP32 FLOP/cycle on two FMA
-pipes; AVX-512: 64) -- override with ``--peak-gflops``.
+pipes; AVX-512: 64, but 32 on AMD Zen 4, whose AVX-512 runs on 256-bit pipes) -- override with
+``--peak-gflops``.
 
 Finding (BENCHMARKS.md): with jaxlib 0.10.2 every convolution runs as a YNNPACK fusion by
 default, and YNNPACK's weight-gradient convolutions run at 5-15 GFLOP/s; ``eigen`` /
@@ -75,6 +76,7 @@ from typing import Any
 # repository root must be importable for ``benchmarks._timing``.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._machine import cpu_name  # pylint: disable=wrong-import-position
 from benchmarks._timing import median_time  # pylint: disable=wrong-import-position
 from jaxseg import cpu_flags  # pylint: disable=wrong-import-position
 
@@ -148,7 +150,7 @@ def conv_flops(batch: int, size: int, width: float = 1.0) -> dict[str, float]:
 
 def peak_gflops(threads: int, ghz: float | None) -> tuple[float, str]:
   """Nominal FP32 peak of ``threads`` cores from /proc/cpuinfo (frequency and vector width)."""
-  flags, mhz = set(), None
+  flags, mhz, vendor, family = set(), None, "", None
   with contextlib.suppress(OSError):
     with open("/proc/cpuinfo") as f:
       for line in f:
@@ -156,7 +158,14 @@ def peak_gflops(threads: int, ghz: float | None) -> tuple[float, str]:
           flags = set(line.split(":", 1)[1].split())
         elif line.startswith("cpu MHz") and mhz is None:
           mhz = float(line.split(":", 1)[1])
-  if "avx512f" in flags:
+        elif line.startswith("vendor_id") and not vendor:
+          vendor = line.split(":", 1)[1].strip()
+        elif line.startswith("cpu family") and family is None:
+          family = int(line.split(":", 1)[1])
+  if "avx512f" in flags and vendor == "AuthenticAMD" and family == 25:
+    # Zen 4 runs AVX-512 on its two 256-bit FMA pipes (each 512-bit FMA takes two passes)
+    per_cycle, isa = 32, "AVX-512 on 2 x 256-bit FMA pipes (Zen 4)"
+  elif "avx512f" in flags:
     per_cycle, isa = 64, "AVX-512 FMA"
   elif "avx2" in flags and "fma" in flags:
     per_cycle, isa = 32, "AVX2 FMA x2 pipes"
@@ -817,7 +826,7 @@ def main(argv=None) -> None:
   print(f"malloc: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')} (contenders "
         f"named 4k-pages: glibc.malloc.hugetlb=0); transparent huge pages: "
         f"{cpu_flags.thp_mode() or 'not available'}")
-  print(f"load average before: {_loadavg()}")
+  print(f"CPU: {cpu_name()}; load average before: {_loadavg()}")
   specs = [(f"jax {n}", dict(JAX_VARIANTS[n], framework="jax")) for n in jax_names]
   specs += [(f"torch {n}", {"framework": "torch", "layout": n.removesuffix(PAGES_4K),
                             **({"malloc": JAX_VARIANTS["4k-pages"]["malloc"]}

@@ -9,8 +9,10 @@ differ on held-out cases:
    its training cases.
 2. **Training.** Every configuration (loss x seed) starts from its seed's initialisation and sees
    the same batches in the same order. ``train.mode = "sweep"`` trains them as one compiled
-   program (``Trainer(num_configs=K)``); ``"sequential"`` trains them one after another with the
-   same compiled step (faster on CPUs, where vmapped convolutions are slow; identical protocol).
+   program (``Trainer(num_configs=K)``; ``train.sweep_impl``: the configurations vmapped, or one
+   copy of the step each, the default on CPUs where vmapped convolutions are slow);
+   ``"sequential"`` trains them one after another with the same compiled step (identical
+   protocol).
 3. **Model selection** on validation cases only: each configuration keeps its epoch with the best
    validation metric (``Study.validate``).
 4. **Export** of each selected model with its :class:`jaxseg.model_card.ModelCard`, so that
@@ -69,7 +71,7 @@ from jaxseg.metrics import overlap, stats
 from jaxseg.model_card import ModelCard
 from jaxseg.report import figures, tables
 from jaxseg.train.checkpoint import save_model
-from jaxseg.train.loop import FitResult, TrainConfig, Trainer
+from jaxseg.train.loop import SWEEP_IMPLS, FitResult, TrainConfig, Trainer
 
 PERCENTILE_ZSCORE = {"kind": "percentile_zscore", "lower": 0.5, "upper": 99.5}
 
@@ -89,6 +91,8 @@ FIELD_HELP = {
     "model.slice_context": "2.5D: neighbouring slices on each side given to a 2D model as extra "
                            "channels (0: plain 2D)",
     "train.mode": "sweep: all configurations as one compiled program; sequential: one after another",
+    "train.sweep_impl": "a sweep's program: auto (unroll on CPUs, vmap elsewhere), vmap (the "
+                        "configurations as a vmapped axis) or unroll (one copy of the step each)",
     "train.epochs": "number of training epochs (>= 1)",
     "train.batch_size": "global batch size (>= 1, a multiple of the device count)",
     "train.patch": "training patch (h, w) for 2D models or (h, w, d) for 3D models",
@@ -170,6 +174,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.slice_context = 0
   c.train = ml_collections.ConfigDict()
   c.train.mode = "sweep"
+  c.train.sweep_impl = "auto"
   c.train.epochs = 10
   c.train.batch_size = 8
   c.train.patch = (64, 64)
@@ -355,6 +360,8 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
          "train.batch_size", t.batch_size, f"an integer >= 1 and a multiple of the {n_dev} devices")
   _check(isinstance(cfg.seeds, int) and cfg.seeds >= 1, "seeds", cfg.seeds, "an integer >= 1")
   _check(t.mode in ("sweep", "sequential"), "train.mode", t.mode, "'sweep' or 'sequential'")
+  _check(t.get("sweep_impl", "auto") in ("auto", *SWEEP_IMPLS), "train.sweep_impl",
+         t.get("sweep_impl"), "'auto', " + " or ".join(repr(i) for i in SWEEP_IMPLS))
   for name in ("foreground_prob", "flip_prob", "vertical_flip_prob"):
     v = t[name]
     _check(0.0 <= v <= 1.0, f"train.{name}", v, "a probability in [0, 1]")
@@ -431,6 +438,12 @@ def slice_axes(volume: Volume) -> tuple[str, str]:
 
 def _slug(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9.=-]+", "_", name.replace("α=", "alpha").replace("+", "_")).strip("_")
+
+
+def _sweep_impl(t: ml_collections.ConfigDict) -> str | None:
+  """``train.sweep_impl`` as :class:`Trainer` takes it (``None``: the Trainer chooses)."""
+  impl = t.get("sweep_impl", "auto")
+  return None if impl == "auto" else impl
 
 
 def _optimizer(t: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
@@ -621,7 +634,8 @@ class Comparison:
                                     model_inputs=self.study.model_inputs(self)
                                     or (lambda b: (b["image"],)),
                                     num_configs=num_configs,
-                                    ema_decay=self.cfg.train.ema_decay or None)
+                                    ema_decay=self.cfg.train.ema_decay or None,
+                                    sweep_impl=_sweep_impl(self.cfg.train))
     return self._trainers[key]
 
   def loader(self, train: Sequence[Volume], epochs: int) -> PatchLoader:

@@ -11,7 +11,7 @@ from jaxseg.losses.hierarchical import hierarchical_cross_entropy
 from jaxseg.hierarchy import PAPER_PENALTY_MATRIX
 from jaxseg.models.unet2d import UNet2D, UNet2DConfig
 from jaxseg.train.checkpoint import Checkpointer
-from jaxseg.train.loop import NonFiniteLossError, TrainConfig, Trainer
+from jaxseg.train.loop import SWEEP_IMPLS, NonFiniteLossError, TrainConfig, Trainer
 
 
 def _volumes():
@@ -136,9 +136,12 @@ def test_evaluate_must_return_the_selection_metric():
                 log=lambda _: None)
 
 
-def test_sweep_matches_configs_trained_alone(tmp_path):
+@pytest.mark.parametrize("sweep_impl", SWEEP_IMPLS)
+def test_sweep_matches_configs_trained_alone(tmp_path, sweep_impl):
   alphas = np.array([0.0, 1.0, 10.0], np.float32)
-  sweep = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=len(alphas))
+  sweep = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=len(alphas),
+                  sweep_impl=sweep_impl)
+  assert sweep.sweep_impl == sweep_impl
   results = _fit(sweep, 2, loss_params={"alpha": alphas}, workdir=tmp_path / "sweep")
   assert len(results) == 3
   alone = TRAINER
@@ -152,6 +155,12 @@ def test_sweep_matches_configs_trained_alone(tmp_path):
   assert _max_diff(finals[0], finals[2]) > 1e-3  # the configurations really differ
   lines = (tmp_path / "sweep" / "metrics.jsonl").read_text().splitlines()
   assert len(lines) == 2 * 3
+
+
+def test_sweep_impl_defaults_to_unroll_on_cpu_and_rejects_unknown_names():
+  assert Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2).sweep_impl == "unroll"
+  with pytest.raises(ValueError, match="sweep_impl must be one of vmap, unroll"):
+    Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2, sweep_impl="grouped")
 
 
 def test_sweep_rejects_loss_params_without_config_axis():
@@ -238,17 +247,19 @@ def test_prefetch_to_mesh_keeps_order_places_batches_and_forwards_errors():
     next(prefetch_to_mesh(iter(host), mesh, size=-1))
 
 
-def test_config_axis_on_the_mesh_gives_the_one_device_parameters():
+@pytest.mark.parametrize("sweep_impl", SWEEP_IMPLS)
+def test_config_axis_on_the_mesh_gives_the_one_device_parameters(sweep_impl):
   """Two configurations x two data shards on 4 devices: each configuration's state lives on its
   own 2 devices, and the parameters equal the same sweep on 1 device."""
   from jaxseg.data.pipeline import sweep_mesh
   alphas = {"alpha": np.array([0.0, 10.0], np.float32)}
   mesh = sweep_mesh(2)
   assert dict(mesh.shape) == {"config": 2, "data": 2}
-  spread = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2)  # the default mesh
+  spread = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2,  # the default mesh
+                   sweep_impl=sweep_impl)
   assert dict(spread.mesh.shape) == {"config": 2, "data": 2}
   one = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2,
-                mesh=data_mesh(jax.devices()[:1]))
+                mesh=data_mesh(jax.devices()[:1]), sweep_impl=sweep_impl)
   results = {name: _fit(t, 2, loss_params=alphas) for name, t in (("2x2", spread), ("1", one))}
   for a, b in zip(results["2x2"], results["1"]):
     assert _max_diff(a.state.params, b.state.params) < 1e-5
