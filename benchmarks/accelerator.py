@@ -291,7 +291,7 @@ def build(name: str, *, preset: str = "paper", batch_size: int | None = None,
       the preset's.
     dtype: the model's computation dtype (``model.overrides.dtype``; None: the preset's).
     sweep: a trainer of the preset's whole sweep (``num_configs`` = configurations x seeds)
-      instead of one configuration's.
+      instead of one configuration's, vmapped as on an accelerator (``sweep_impl="vmap"``).
     workdir: where a study may write (the hierarchical study's penalty matrix); a temporary
       directory by default.
     mesh: the trainer's device mesh (default: the runner's, over every device).
@@ -307,6 +307,8 @@ def build(name: str, *, preset: str = "paper", batch_size: int | None = None,
   cfg.workdir = workdir
   cfg.progress = False
   cfg.train.workers = 0
+  # a sweep as accelerators run it (vmapped), also when this host's CPU compiles it
+  cfg.train.sweep_impl = "vmap"
   cmp = runner.Comparison(cfg, study, log=lambda *_: None)
   multiple = size_multiple(cmp.model, len(cfg.train.patch))
   if patch_multiple is not None:
@@ -328,7 +330,8 @@ def build(name: str, *, preset: str = "paper", batch_size: int | None = None,
   trainer = cmp.trainer(configs, 1, num_configs)
   if mesh is not None:  # the same step (optimiser, loss, inputs) on other devices
     trainer = Trainer(cmp.model, trainer.tx, trainer.loss_fn, mesh=mesh,
-                      model_inputs=trainer.model_inputs, num_configs=num_configs)
+                      model_inputs=trainer.model_inputs, num_configs=num_configs,
+                      sweep_impl=trainer.sweep_impl)
   if num_configs is None:
     loss_params = params[-1]  # the last configuration (a swept hyperparameter's, not the baseline)
   else:

@@ -148,10 +148,12 @@ class Trainer:
   config axis, ``loss_params`` leaves have a leading axis of size ``K`` and every configuration
   sees the same (sharded) batch. ``sweep_impl`` says how the program runs the configurations:
   ``"vmap"`` (the train step vmapped over the config axis) or ``"unroll"`` (one copy of the step
-  per configuration: plain convolutions instead of grouped ones, ~1.8x the throughput of
-  ``"vmap"`` on XLA:CPU, for ``K`` times the compilation); ``None`` picks ``"unroll"`` when the
-  mesh's devices are CPUs and ``"vmap"`` otherwise. A configuration trained inside a sweep follows
-  the same trajectory as the same configuration trained alone.
+  per configuration: plain convolutions instead of grouped ones); ``None`` picks ``"unroll"`` when
+  the mesh's devices are CPUs and ``"vmap"`` otherwise. On XLA:CPU ``"unroll"`` ran 1.3-1.8x the
+  steps per second of ``"vmap"`` for 2D models and the same for the CPU preset's 3D probabilistic
+  U-Net, and compiles ``K`` copies of the step (BENCHMARKS.md, "Sweep vs one after another"): a
+  short run of a model it does not speed up is better off with ``"vmap"``. A configuration trained
+  inside a sweep follows the same trajectory as the same configuration trained alone.
 
   With ``ema_decay`` the state keeps an exponential moving average of the parameters, updated
   after every step (:func:`ema_decay_at`); validation, the best state and exports use it
@@ -173,9 +175,8 @@ class Trainer:
     if num_configs is not None and num_configs < 1:
       raise ValueError(f"num_configs must be >= 1, got {num_configs}")
     if sweep_impl not in (None, *SWEEP_IMPLS):
-      raise ValueError(f"sweep_impl must be one of {', '.join(SWEEP_IMPLS)} (or None: "
-                       f"{SWEEP_IMPLS[1]!r} on CPU devices, {SWEEP_IMPLS[0]!r} elsewhere); "
-                       f"got {sweep_impl!r}")
+      raise ValueError(f"sweep_impl must be one of {', '.join(SWEEP_IMPLS)} (or None: the "
+                       f"Trainer chooses); got {sweep_impl!r}")
     if ema_decay is not None and not 0.0 < ema_decay < 1.0:
       raise ValueError(f"ema_decay must lie in (0, 1) (e.g. 0.99), or be None for no parameter "
                        f"average; got {ema_decay}")
@@ -194,16 +195,16 @@ class Trainer:
     self.mesh = mesh
     self.model_inputs = model_inputs
     self.num_configs = num_configs
-    step = self._train_step
     if sweep_impl is None:
       on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
       sweep_impl = "unroll" if on_cpu else "vmap"
     self.sweep_impl = sweep_impl
+    step = self._train_step
     if num_configs is not None:
       step = (jax.vmap(step, in_axes=(0, None, 0, None)) if sweep_impl == "vmap"
               else _unrolled(step))
       if CONFIG_AXIS in mesh.axis_names:
-        # The config axis is manual: each row of devices runs the vmapped step of its own
+        # The config axis is manual: each row of devices runs the sweep step of its own
         # configurations, while XLA still shards the batch over the (automatic) data axis.
         # (Left to XLA's partitioner, vmapped convolutions sharded over the config axis fail:
         # their feature groups are the configurations.)
