@@ -29,6 +29,7 @@ def _cfg(**train):
     ("ema_decay", 1.0, "train.ema_decay = 1.0"), ("ema_decay", -0.1, "0: no parameter average"),
     ("checkpoint_every", 0, "train.checkpoint_every = 0"),
     ("checkpoint_every", -2, "an integer >= 1 (1: every epoch)"),
+    ("sweep_impl", "grouped", "'auto', 'vmap' or 'unroll'"),
 ])
 def test_validate_config_names_field_value_and_allowed(field, value, words):
   with pytest.raises(ConfigError, match=None) as e:
@@ -141,6 +142,16 @@ def test_ema_decay_reaches_the_trainer(decay, expected):
   trainer = cmp.trainer(tversky.STUDY.configurations(cmp)[:1], steps_per_epoch=4,
                         num_configs=None)
   assert trainer.ema_decay == expected
+
+
+@pytest.mark.parametrize("impl,expected", [("auto", "unroll"), ("vmap", "vmap"),
+                                           ("unroll", "unroll")])
+def test_sweep_impl_reaches_the_trainer(impl, expected):
+  cfg = tversky_config.get_config("cpu")
+  cfg.train.sweep_impl = impl
+  cmp = runner.Comparison(cfg, tversky.STUDY)
+  trainer = cmp.trainer(tversky.STUDY.configurations(cmp)[:2], steps_per_epoch=4, num_configs=2)
+  assert trainer.sweep_impl == expected  # auto: unroll on these CPU devices
 
 
 def test_paper_presets_resolve_and_validate():
