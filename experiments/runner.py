@@ -1062,9 +1062,11 @@ class Comparison:
              else f"{len(folds[0].train)} training / {len(folds[0].validation)} validation / "
              f"{len(folds[0].test)} test cases")
     t = cfg.train
+    impls = sorted({tr.sweep_impl for tr in self._trainers.values() if tr.num_configs})
+    mode = f"{t.mode} ({', '.join(impls)})" if impls else t.mode  # sweeps: vmap or unroll
     info = (f"Data `{cfg.data.source}`: {split}. Model `{cfg.model.name}`"
             f"{' (' + cfg.model.preset + ')' if cfg.model.preset else ''}; {t.epochs} epochs "
-            f"max of {t.mode} training, {t.optimizer} {t.learning_rate:g} ({t.schedule}), batch "
+            f"max of {mode} training, {t.optimizer} {t.learning_rate:g} ({t.schedule}), batch "
             f"{t.batch_size} of {'×'.join(map(str, t.patch))}; {cfg.seeds} seed(s) per loss from "
             f"seed {cfg.seed}; every loss starts from its seed's initialisation and sees the "
             f"same batches; each model is the epoch with the best validation "

@@ -27,6 +27,7 @@ def test_tiny_run_writes_every_output(tmp_path, monkeypatch):
   assert saved["names"] == names
   table = (out / "table.md").read_text()
   assert "Dice in hard regions" in table and "HD95 mm, original*" in table
+  assert "of sweep (unroll) training" in table  # the program that produced the table, on CPU
   losses = [saved["histories"][n][0][-1]["train_loss"] for n in names]
   assert len(set(losses)) == 3  # three different objectives really trained in the one program
   n_cases = len(saved["test_cases"])
