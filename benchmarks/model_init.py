@@ -39,7 +39,8 @@ def _one(study: str, mode: str, out: str) -> None:
   start = time.perf_counter()
   if mode == "eager":
     inputs = trainer.model_inputs({k: jax.numpy.asarray(v[:1]) for k, v in setup.batch.items()})
-    state = create_train_state(trainer.model, trainer.tx, inputs, key)
+    state = create_train_state(trainer.model, trainer.tx, inputs, key,
+                               ema=trainer.ema_decay is not None)
   else:
     state = trainer.init(key, setup.batch)
   state = jax.block_until_ready(state)
@@ -80,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   with tempfile.TemporaryDirectory() as tmp:
     for study in select(args.studies):
       eager, compiled = (_run(study, mode, tmp) for mode in MODES)
+      if len(eager["leaves"]) != len(compiled["leaves"]):
+        raise SystemExit(f"{study}: the two states have different leaves")
       diff = max(float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
                  if a.size else 0.0 for a, b in zip(eager["leaves"], compiled["leaves"]))
       print(f"| {study} | {eager['model']} | {eager['params']:,} | {eager['seconds']:.1f} | "
