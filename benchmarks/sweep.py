@@ -134,8 +134,10 @@ def main(argv=None) -> None:
   sweeps = [(t, mode, impl) for (mode, impl), t in median.items() if mode != "sequential"]
   best_sweep = min(sweeps)
   best_seq = min((t, impl) for (mode, impl), t in median.items() if mode == "sequential")
-  default = Trainer(UNet2D(UNet2DConfig.tversky(width=args.width)), optax.adam(1e-4), loss_fn,
-                    num_configs=args.configs).sweep_impl
+  trainer = Trainer(UNet2D(UNet2DConfig.tversky(width=args.width)), optax.adam(1e-4), loss_fn,
+                    num_configs=args.configs)
+  trainer.init(jax.random.key(0), batch)  # the Trainer chooses when it sees the model's inputs
+  default = trainer.sweep_impl
   print(f"\nbest sweep: {LABELS[best_sweep[1]]}, {best_sweep[2]} convolutions (the Trainer's "
         f"default here: sweep_impl={default!r}); best one after another: {best_seq[1]} "
         f"convolutions")

@@ -10,7 +10,8 @@ differ on held-out cases:
 2. **Training.** Every configuration (loss x seed) starts from its seed's initialisation and sees
    the same batches in the same order. ``train.mode = "sweep"`` trains them as one compiled
    program (``Trainer(num_configs=K)``; ``train.sweep_impl``: the configurations vmapped, or one
-   copy of the step each, the default on CPUs where vmapped convolutions are slow);
+   copy of the step each, the default on CPUs for models with convolutions, which vmap makes
+   slow grouped ones);
    ``"sequential"`` trains them one after another with the same compiled step (identical
    protocol).
 3. **Model selection** on validation cases only: each configuration keeps its epoch with the best
@@ -91,8 +92,9 @@ FIELD_HELP = {
     "model.slice_context": "2.5D: neighbouring slices on each side given to a 2D model as extra "
                            "channels (0: plain 2D)",
     "train.mode": "sweep: all configurations as one compiled program; sequential: one after another",
-    "train.sweep_impl": "a sweep's program: auto (unroll on CPUs, vmap elsewhere), vmap (the "
-                        "configurations as a vmapped axis) or unroll (one copy of the step each)",
+    "train.sweep_impl": "a sweep's program: auto (on CPUs unroll for a model with convolutions, "
+                        "vmap for one without; vmap elsewhere), vmap (the configurations as a "
+                        "vmapped axis) or unroll (one copy of the step each)",
     "train.epochs": "number of training epochs (>= 1)",
     "train.batch_size": "global batch size (>= 1, a multiple of the device count)",
     "train.patch": "training patch (h, w) for 2D models or (h, w, d) for 3D models",
@@ -1062,7 +1064,8 @@ class Comparison:
              else f"{len(folds[0].train)} training / {len(folds[0].validation)} validation / "
              f"{len(folds[0].test)} test cases")
     t = cfg.train
-    impls = sorted({tr.sweep_impl for tr in self._trainers.values() if tr.num_configs})
+    impls = sorted({tr.sweep_impl for tr in self._trainers.values()
+                    if tr.num_configs and tr.sweep_impl})
     mode = f"{t.mode} ({', '.join(impls)})" if impls else t.mode  # sweeps: vmap or unroll
     info = (f"Data `{cfg.data.source}`: {split}. Model `{cfg.model.name}`"
             f"{' (' + cfg.model.preset + ')' if cfg.model.preset else ''}; {t.epochs} epochs "

@@ -45,10 +45,11 @@ def get_config(preset: str = "cpu"):
   if preset == "cpu":
     grid = {"target_spacing": (2.0, 2.0, 4.0), "crop_shape": (32, 32, 12)}
     c.model.overrides = {"filters": (4, 8, 16), "dropout_rate": 0.2, "final_dropout_rate": 0.1}
-    # vmapped sweep: unrolled, this small 3D model's epochs are no faster on a CPU and its 4
-    # copies compile 2.6x longer (BENCHMARKS.md, "Sweep vs one after another", stop 31)
+    # train.sweep_impl auto gives vmap: the patch-matrix model has no convolutions, so its
+    # epochs are no faster unrolled and its 4 copies compiled 2.6x longer (BENCHMARKS.md,
+    # "Sweep vs one after another", stop 31)
     c.train.update(patch=(24, 24, 8), epochs=12, samples_per_epoch=64, learning_rate=1e-2,
-                   final_learning_rate=1e-5, sweep_impl="vmap")
+                   final_learning_rate=1e-5)
     c.split.update(folds=2, validation_fraction=0.25)
     c.eval.update(mc_samples=4, batch_size=4)
     # A phantom should be easier than real ProstateX (paper: patient AUROC 0.76-0.78).

@@ -118,6 +118,47 @@ SWEEP_IMPLS = ("vmap", "unroll")
 """How :class:`Trainer` runs a sweep's configurations inside its one compiled step."""
 
 
+def count_primitive(closed_jaxpr: Any, name: str) -> int:
+  """How many equations of primitive ``name`` a (closed) jaxpr holds, nested jaxprs included
+  (``jit`` calls, custom derivatives, control flow), e.g. ``count_primitive(jax.make_jaxpr(f)(x),
+  "conv_general_dilated")``."""
+  def walk(jaxpr) -> int:
+    n = 0
+    for eqn in jaxpr.eqns:
+      n += eqn.primitive.name == name
+      for value in eqn.params.values():
+        for sub in value if isinstance(value, (tuple, list)) else (value,):
+          if isinstance(sub, jax.extend.core.ClosedJaxpr):
+            n += walk(sub.jaxpr)
+          elif isinstance(sub, jax.extend.core.Jaxpr):
+            n += walk(sub)
+    return n
+  return walk(getattr(closed_jaxpr, "jaxpr", closed_jaxpr))
+
+
+def choose_sweep_impl(devices: Iterable[jax.Device], convolutions: int) -> str:
+  """The sweep program that :class:`Trainer` runs when ``sweep_impl`` is None: a cost model per
+  backend and model.
+
+  On accelerators ``"vmap"``: one copy of the step, whose vmapped convolutions (grouped ones)
+  run well there. On CPUs it depends on the model. ``vmap`` turns each of its ``convolutions``
+  (``lax.conv_general_dilated`` equations in the model's forward pass) into a grouped
+  convolution, which XLA:CPU runs several times slower than the plain ones, so a model with any
+  convolution gets ``"unroll"`` (one copy per configuration, plain convolutions, ``K`` times
+  the compilation); a model without any (every convolution a patch-matrix product,
+  ``conv_impl="im2col"``, or no convolutions at all) gets ``"vmap"``: batched matrix products
+  run as fast as ``K`` separate ones, and compile once. Measured on 2-core CPUs (BENCHMARKS.md,
+  "Sweep vs one after another"): the seed-002 U-Net (19 convolutions) ran 1.84x faster unrolled,
+  its patch-matrix variant (one convolution, the 1x1 head) 1.65x, the TransUNet of
+  ``adaptive_focal`` 1.32x per epoch; the patch-matrix 3D probabilistic U-Net of
+  ``anatomical_vs_diagnostic`` (none) trained its epochs as fast vmapped, and compiled 2.6x
+  faster.
+  """
+  if any(d.platform != "cpu" for d in devices):
+    return "vmap"
+  return "unroll" if convolutions else "vmap"
+
+
 def _unrolled(step: Callable[..., Any]) -> Callable[..., Any]:
   """``step`` over the leading config axis of ``state`` and ``loss_params`` as one copy per
   configuration in one program (a Python loop under ``jit``), the results stacked again.
@@ -148,11 +189,10 @@ class Trainer:
   config axis, ``loss_params`` leaves have a leading axis of size ``K`` and every configuration
   sees the same (sharded) batch. ``sweep_impl`` says how the program runs the configurations:
   ``"vmap"`` (the train step vmapped over the config axis) or ``"unroll"`` (one copy of the step
-  per configuration: plain convolutions instead of grouped ones); ``None`` picks ``"unroll"`` when
-  the mesh's devices are CPUs and ``"vmap"`` otherwise. On XLA:CPU ``"unroll"`` ran 1.3-1.8x the
-  steps per second of ``"vmap"`` for 2D models and the same for the CPU preset's 3D probabilistic
-  U-Net, and compiles ``K`` copies of the step (BENCHMARKS.md, "Sweep vs one after another"): a
-  short run of a model it does not speed up is better off with ``"vmap"``. A configuration trained
+  per configuration: plain convolutions instead of grouped ones); ``None`` lets
+  :func:`choose_sweep_impl` pick from the backend and the model (on CPUs: ``"unroll"`` for a model
+  with convolutions, ``"vmap"`` for one without), at the first :meth:`init` or :meth:`step`, when
+  the model's inputs are known; :attr:`sweep_impl` is None until then. A configuration trained
   inside a sweep follows the same trajectory as the same configuration trained alone.
 
   With ``ema_decay`` the state keeps an exponential moving average of the parameters, updated
@@ -195,31 +235,48 @@ class Trainer:
     self.mesh = mesh
     self.model_inputs = model_inputs
     self.num_configs = num_configs
-    if sweep_impl is None:
-      on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
-      sweep_impl = "unroll" if on_cpu else "vmap"
+    # "vmap" or "unroll" for a sweep; None (a sweep on CPUs) until the first init or step shows
+    # the model to choose_sweep_impl; a single configuration needs neither
     self.sweep_impl = sweep_impl
-    step = self._train_step
-    if num_configs is not None:
-      step = (jax.vmap(step, in_axes=(0, None, 0, None)) if sweep_impl == "vmap"
-              else _unrolled(step))
-      if CONFIG_AXIS in mesh.axis_names:
-        # The config axis is manual: each row of devices runs the sweep step of its own
-        # configurations, while XLA still shards the batch over the (automatic) data axis.
-        # (Left to XLA's partitioner, vmapped convolutions sharded over the config axis fail:
-        # their feature groups are the configurations.)
-        configs = PartitionSpec(CONFIG_AXIS)
-        step = jax.shard_map(step, mesh=mesh, in_specs=(configs, PartitionSpec(), configs,
-                                                        PartitionSpec()),
-                             out_specs=(configs, configs), axis_names=frozenset({CONFIG_AXIS}),
-                             check_vma=False)
-    self._step = jax.jit(step, donate_argnums=0)
+    if (sweep_impl is None and num_configs is not None
+        and any(d.platform != "cpu" for d in mesh.devices.flat)):
+      self.sweep_impl = choose_sweep_impl(mesh.devices.flat, 0)  # the model does not matter
+    self._step = (None if num_configs is not None and self.sweep_impl is None
+                  else self._compile_step())
     # Initialisation as one compiled program: run eagerly, every layer's initialiser is its own
     # small compilation (hundreds for a U-Net; seconds to tens of seconds per run on a CPU).
     self._init = jax.jit(functools.partial(create_train_state, model, tx,
                                            ema=ema_decay is not None))
 
-  # -- pure functions (compiled in __init__) ---------------------------------------------------
+  def _compile_step(self) -> Callable[..., Any]:
+    """The jitted (sweep) train step for :attr:`sweep_impl`."""
+    step = self._train_step
+    if self.num_configs is not None:
+      step = (jax.vmap(step, in_axes=(0, None, 0, None)) if self.sweep_impl == "vmap"
+              else _unrolled(step))
+      if CONFIG_AXIS in self.mesh.axis_names:
+        # The config axis is manual: each row of devices runs the sweep step of its own
+        # configurations, while XLA still shards the batch over the (automatic) data axis.
+        # (Left to XLA's partitioner, vmapped convolutions sharded over the config axis fail:
+        # their feature groups are the configurations.)
+        configs = PartitionSpec(CONFIG_AXIS)
+        step = jax.shard_map(step, mesh=self.mesh, in_specs=(configs, PartitionSpec(), configs,
+                                                             PartitionSpec()),
+                             out_specs=(configs, configs), axis_names=frozenset({CONFIG_AXIS}),
+                             check_vma=False)
+    return jax.jit(step, donate_argnums=0)
+
+  def _choose(self, batch: Batch, key: jax.Array) -> None:
+    """Chooses :attr:`sweep_impl` (when still None) from the convolutions of the model's
+    initialisation on ``batch``'s inputs (traced, not compiled) and compiles the step."""
+    if self._step is not None:
+      return
+    convolutions = count_primitive(jax.make_jaxpr(self._init)(self._sample_inputs(batch), key),
+                                   "conv_general_dilated")
+    self.sweep_impl = choose_sweep_impl(self.mesh.devices.flat, convolutions)
+    self._step = self._compile_step()
+
+  # -- pure functions (compiled in __init__; a CPU sweep's step at its first init or step) -----
   def _train_step(self, state: TrainState, batch, loss_params, key):
     dropout_key = jax.random.fold_in(key, state.step)
 
@@ -286,7 +343,8 @@ class Trainer:
 
     In a sweep every configuration starts from this same initialisation.
     """
-    inputs = self.model_inputs({k: jnp.asarray(v[:1]) for k, v in sample_batch.items()})
+    inputs = self._sample_inputs(sample_batch)
+    self._choose(sample_batch, key)
     state = self._init(inputs, key)
     if self.num_configs is not None:
       state = jax.tree.map(lambda x: jnp.stack([x] * self.num_configs), state)
@@ -299,8 +357,13 @@ class Trainer:
       return replicate(state, self.mesh)
     return place_configs(state, self.mesh)
 
+  def _sample_inputs(self, batch: Batch) -> tuple[Any, ...]:
+    """The model's inputs for the first example of ``batch``."""
+    return self.model_inputs({k: jnp.asarray(v[:1]) for k, v in batch.items()})
+
   def step(self, state: TrainState, batch: Batch, loss_params: Any, key: jax.Array):
     """One optimiser update on a host batch (sharded here). Donates ``state``."""
+    self._choose(batch, key)
     return self._step(state, shard_batch(batch, self.mesh), loss_params, key)
 
   def fit(
@@ -430,6 +493,7 @@ class Trainer:
           bar.set_postfix(loss=f"{losses[-1].mean():.4f}", refresh=False)
 
       for batch in prefetch_to_mesh(bar, self.mesh, size=config.prefetch):
+        self._choose(batch, key)
         state, step_metrics = self._step(state, batch, loss_params, key)
         step_number += 1
         pending.append((step_number, step_metrics["loss"]))

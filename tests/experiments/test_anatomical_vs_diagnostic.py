@@ -53,7 +53,7 @@ def test_tiny_run_writes_every_output(tmp_path, monkeypatch):
   # Per fold: mean / median / min over each fold's 4 held-out patients, per loss.
   task_table = (task_dir / "table.md").read_text()
   assert "Per fold" in task_table
-  assert "of sweep (vmap) training" in task_table  # the CPU preset's choice
+  assert "of sweep (vmap) training" in task_table  # auto: a model without convolutions
   for loss in saved["names"]:
     assert f"| {loss} | 0 | 4 |" in task_table and f"| {loss} | 1 | 4 |" in task_table
   # The exported models are what jaxseg.predict reads (model card validated on load).

@@ -2,6 +2,7 @@
 
 import types
 
+import jax
 import numpy as np
 import pytest
 
@@ -151,7 +152,9 @@ def test_sweep_impl_reaches_the_trainer(impl, expected):
   cfg.train.sweep_impl = impl
   cmp = runner.Comparison(cfg, tversky.STUDY)
   trainer = cmp.trainer(tversky.STUDY.configurations(cmp)[:2], steps_per_epoch=4, num_configs=2)
-  assert trainer.sweep_impl == expected  # auto: unroll on these CPU devices
+  assert trainer.sweep_impl == (None if impl == "auto" else expected)
+  trainer.init(jax.random.key(0), {"image": np.zeros((1, 16, 16, 1), np.float32)})
+  assert trainer.sweep_impl == expected  # auto: unroll, a U-Net with convolutions on CPUs
 
 
 def test_paper_presets_resolve_and_validate():

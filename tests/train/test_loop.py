@@ -1,5 +1,6 @@
 """Tests of the training loop: data parallelism, resuming, selection, failure modes."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,8 @@ from jaxseg.losses.hierarchical import hierarchical_cross_entropy
 from jaxseg.hierarchy import PAPER_PENALTY_MATRIX
 from jaxseg.models.unet2d import UNet2D, UNet2DConfig
 from jaxseg.train.checkpoint import Checkpointer
-from jaxseg.train.loop import SWEEP_IMPLS, NonFiniteLossError, TrainConfig, Trainer
+from jaxseg.train.loop import (SWEEP_IMPLS, NonFiniteLossError, TrainConfig, Trainer,
+                               choose_sweep_impl, count_primitive)
 
 
 def _volumes():
@@ -157,10 +159,60 @@ def test_sweep_matches_configs_trained_alone(tmp_path, sweep_impl):
   assert len(lines) == 2 * 3
 
 
-def test_sweep_impl_defaults_to_unroll_on_cpu_and_rejects_unknown_names():
-  assert Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2).sweep_impl == "unroll"
+def test_sweep_impl_is_chosen_from_the_model_on_cpu_and_rejects_unknown_names():
+  sample = next(iter(batches(0)))
+  conv = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2)
+  assert conv.sweep_impl is None  # chosen when the model's inputs are known
+  conv.init(jax.random.key(0), sample)
+  assert conv.sweep_impl == "unroll"  # 19 convolutions, which vmap would make grouped ones
+  # The same U-Net with patch-matrix convolutions keeps one (its 1x1 head): still unrolled.
+  im2col = UNet2D(UNet2DConfig.hierarchical(width=0.0625, conv_impl="im2col"))
+  trainer = Trainer(im2col, optax.adam(1e-3), loss_fn, num_configs=2)
+  trainer.step(trainer.init(jax.random.key(0), sample), sample, {"alpha": np.ones(2, np.float32)},
+               jax.random.key(1))
+  assert trainer.sweep_impl == "unroll"
+  dense = Trainer(_PixelMLP(), optax.adam(1e-3), loss_fn, num_configs=2)
+  # fit chooses too, for a state that no init of this trainer made
+  _fit_from(dense, Trainer(_PixelMLP(), optax.adam(1e-3), loss_fn).init(jax.random.key(0), sample))
+  assert dense.sweep_impl == "vmap"  # no convolution: batched matrix products, one compilation
   with pytest.raises(ValueError, match="sweep_impl must be one of vmap, unroll"):
     Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2, sweep_impl="grouped")
+
+
+class _PixelMLP(nn.Module):
+  """Per-pixel logits from a dense layer: a model without convolutions."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    return nn.Dense(9)(x)
+
+
+def _fit_from(trainer, state):
+  stacked = jax.tree.map(lambda x: jnp.stack([x] * trainer.num_configs), state)
+  return trainer.fit(stacked, batches=batches, evaluate=lambda s: {"dice": 0.0},
+                     loss_params={"alpha": np.ones(trainer.num_configs, np.float32)},
+                     config=TrainConfig(num_epochs=1, progress=False), log=lambda _: None)
+
+
+@pytest.mark.parametrize("platform,convolutions,expected", [
+    ("cpu", 0, "vmap"), ("cpu", 1, "unroll"), ("cpu", 19, "unroll"), ("gpu", 19, "vmap"),
+    ("tpu", 0, "vmap")])
+def test_choose_sweep_impl(platform, convolutions, expected):
+  devices = [type("Device", (), {"platform": platform})()] * 2
+  assert choose_sweep_impl(devices, convolutions) == expected
+
+
+def test_count_primitive_sees_nested_jaxprs():
+  w = jnp.ones((3, 3, 1, 2))
+  conv = lambda x: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  x = jnp.ones((1, 8, 8, 1))
+  nested = jax.jit(lambda x: conv(x) + jax.checkpoint(conv)(x))
+  jaxpr = jax.make_jaxpr(lambda x: jax.grad(lambda x: jnp.sum(nested(x)))(x))(x)
+  # two forward convolutions, each with an input-gradient convolution (the remat one recomputed)
+  assert count_primitive(jaxpr, "conv_general_dilated") >= 4
+  assert count_primitive(jax.make_jaxpr(nested)(x), "conv_general_dilated") == 2
+  assert count_primitive(jax.make_jaxpr(jnp.sin)(x), "conv_general_dilated") == 0
 
 
 def test_sweep_rejects_loss_params_without_config_axis():
