@@ -164,19 +164,29 @@ def test_sweep_impl_is_chosen_from_the_model_on_cpu_and_rejects_unknown_names():
   conv = Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2)
   assert conv.sweep_impl is None  # chosen when the model's inputs are known
   conv.init(jax.random.key(0), sample)
-  assert conv.sweep_impl == "unroll"  # 19 convolutions, which vmap would make grouped ones
+  assert conv.sweep_impl == "unroll"  # 11 convolutions, which vmap would make grouped ones
   # The same U-Net with patch-matrix convolutions keeps one (its 1x1 head): still unrolled.
+  # step chooses too, for a state that no init of this trainer made
   im2col = UNet2D(UNet2DConfig.hierarchical(width=0.0625, conv_impl="im2col"))
   trainer = Trainer(im2col, optax.adam(1e-3), loss_fn, num_configs=2)
-  trainer.step(trainer.init(jax.random.key(0), sample), sample, {"alpha": np.ones(2, np.float32)},
-               jax.random.key(1))
-  assert trainer.sweep_impl == "unroll"
+  state = _stacked(Trainer(im2col, optax.adam(1e-3), loss_fn).init(jax.random.key(0), sample), 2)
+  state, _ = trainer.step(trainer.place(jax.device_get(state)), sample, {"alpha": np.ones(2, np.float32)}, jax.random.key(1))
+  assert trainer.sweep_impl == "unroll" and int(state.step[0]) == 1
+  # and so does fit: a model without convolutions is vmapped (batched matrix products, one
+  # compilation)
   dense = Trainer(_PixelMLP(), optax.adam(1e-3), loss_fn, num_configs=2)
-  # fit chooses too, for a state that no init of this trainer made
-  _fit_from(dense, Trainer(_PixelMLP(), optax.adam(1e-3), loss_fn).init(jax.random.key(0), sample))
-  assert dense.sweep_impl == "vmap"  # no convolution: batched matrix products, one compilation
+  state = _stacked(Trainer(_PixelMLP(), optax.adam(1e-3), loss_fn).init(jax.random.key(0),
+                                                                        sample), 2)
+  dense.fit(state, batches=batches, evaluate=lambda s: {"dice": 0.0},
+            loss_params={"alpha": np.ones(2, np.float32)},
+            config=TrainConfig(num_epochs=1, progress=False), log=lambda _: None)
+  assert dense.sweep_impl == "vmap"
   with pytest.raises(ValueError, match="sweep_impl must be one of vmap, unroll"):
     Trainer(MODEL, optax.adam(1e-3), loss_fn, num_configs=2, sweep_impl="grouped")
+
+
+def _stacked(state, k):
+  return jax.tree.map(lambda x: jnp.stack([x] * k), state)
 
 
 class _PixelMLP(nn.Module):
@@ -185,13 +195,6 @@ class _PixelMLP(nn.Module):
   @nn.compact
   def __call__(self, x, train=False):
     return nn.Dense(9)(x)
-
-
-def _fit_from(trainer, state):
-  stacked = jax.tree.map(lambda x: jnp.stack([x] * trainer.num_configs), state)
-  return trainer.fit(stacked, batches=batches, evaluate=lambda s: {"dice": 0.0},
-                     loss_params={"alpha": np.ones(trainer.num_configs, np.float32)},
-                     config=TrainConfig(num_epochs=1, progress=False), log=lambda _: None)
 
 
 @pytest.mark.parametrize("platform,convolutions,expected", [
