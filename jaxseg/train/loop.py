@@ -150,9 +150,10 @@ def choose_sweep_impl(devices: Iterable[jax.Device], convolutions: int) -> str:
   run as fast as ``K`` separate ones, and compile once. Measured on 2-core CPUs (BENCHMARKS.md,
   "Sweep vs one after another"): the seed-002 U-Net (19 convolutions) ran 1.84x faster unrolled,
   its patch-matrix variant (one convolution, the 1x1 head) 1.65x, the TransUNet of
-  ``adaptive_focal`` 1.32x per epoch; the patch-matrix 3D probabilistic U-Net of
-  ``anatomical_vs_diagnostic`` (none) trained its epochs as fast vmapped, and compiled 2.6x
-  faster.
+  ``adaptive_focal`` 1.32x per epoch, the seed-000 U-Net of ``hierarchical`` (11) 1.57x; the
+  patch-matrix 3D probabilistic U-Net of ``anatomical_vs_diagnostic`` (none) trained its epochs
+  as fast vmapped, and compiled 2.6x faster (``python -m benchmarks.sweep_choice`` prints the
+  choice for every study).
   """
   if any(d.platform != "cpu" for d in devices):
     return "vmap"
