@@ -16,7 +16,6 @@ measurements behind the rule are in BENCHMARKS.md ("Sweep vs one after another")
 from __future__ import annotations
 
 import argparse
-import functools
 import types
 from collections.abc import Sequence
 
@@ -24,7 +23,6 @@ import jax
 
 from benchmarks._machine import cpu_name
 from jaxseg.train.loop import choose_sweep_impl, count_primitive
-from jaxseg.train.state import create_train_state
 
 PRESETS = ("cpu", "paper")
 
@@ -52,10 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   for preset in presets:
     for study in studies:
       setup = build(study, preset=preset, batch_size=1)
-      trainer = setup.trainer
-      inputs = trainer.model_inputs({k: v[:1] for k, v in setup.batch.items()})
-      init = functools.partial(create_train_state, trainer.model, trainer.tx)
-      jaxpr = jax.make_jaxpr(init)(inputs, jax.random.key(0))  # what Trainer counts
+      jaxpr = setup.trainer.init_jaxpr(setup.batch)  # what the Trainer counts
       convs = count_primitive(jaxpr, "conv_general_dilated")
       print(f"| {study} | {preset} | {setup.model_label()} | {setup.cfg.train.mode} | {convs} | "
             f"{count_primitive(jaxpr, 'dot_general')} | {choose_sweep_impl(cpu, convs)} | "

@@ -268,14 +268,18 @@ class Trainer:
     return jax.jit(step, donate_argnums=0)
 
   def _choose(self, batch: Batch, key: jax.Array) -> None:
-    """Chooses :attr:`sweep_impl` (when still None) from the convolutions of the model's
-    initialisation on ``batch``'s inputs (traced, not compiled) and compiles the step."""
-    if self._step is not None:
-      return
-    convolutions = count_primitive(jax.make_jaxpr(self._init)(self._sample_inputs(batch), key),
-                                   "conv_general_dilated")
+    """Chooses :attr:`sweep_impl` from the convolutions of the model's traced initialisation on
+    ``batch``'s inputs and compiles the step (called while the step is still None)."""
+    convolutions = count_primitive(self.init_jaxpr(batch, key), "conv_general_dilated")
     self.sweep_impl = choose_sweep_impl(self.mesh.devices.flat, convolutions)
     self._step = self._compile_step()
+
+  def init_jaxpr(self, sample_batch: Batch, key: jax.Array | None = None) -> Any:
+    """The closed jaxpr of :meth:`init`'s program on ``sample_batch``'s inputs: traced, not
+    compiled. It holds the model's forward pass, whose convolutions :func:`choose_sweep_impl`
+    counts (``benchmarks/sweep_choice.py`` prints them per study)."""
+    key = jax.random.key(0) if key is None else key
+    return jax.make_jaxpr(self._init)(self._sample_inputs(sample_batch), key)
 
   # -- pure functions (compiled in __init__; a CPU sweep's step at its first init or step) -----
   def _train_step(self, state: TrainState, batch, loss_params, key):
@@ -344,8 +348,9 @@ class Trainer:
 
     In a sweep every configuration starts from this same initialisation.
     """
+    if self._step is None:
+      self._choose(sample_batch, key)
     inputs = self._sample_inputs(sample_batch)
-    self._choose(sample_batch, key)
     state = self._init(inputs, key)
     if self.num_configs is not None:
       state = jax.tree.map(lambda x: jnp.stack([x] * self.num_configs), state)
@@ -364,7 +369,8 @@ class Trainer:
 
   def step(self, state: TrainState, batch: Batch, loss_params: Any, key: jax.Array):
     """One optimiser update on a host batch (sharded here). Donates ``state``."""
-    self._choose(batch, key)
+    if self._step is None:
+      self._choose(batch, key)
     return self._step(state, shard_batch(batch, self.mesh), loss_params, key)
 
   def fit(
@@ -494,7 +500,8 @@ class Trainer:
           bar.set_postfix(loss=f"{losses[-1].mean():.4f}", refresh=False)
 
       for batch in prefetch_to_mesh(bar, self.mesh, size=config.prefetch):
-        self._choose(batch, key)
+        if self._step is None:  # a CPU sweep whose state no init of this trainer made
+          self._choose(batch, key)
         state, step_metrics = self._step(state, batch, loss_params, key)
         step_number += 1
         pending.append((step_number, step_metrics["loss"]))

@@ -170,7 +170,8 @@ def test_sweep_impl_is_chosen_from_the_model_on_cpu_and_rejects_unknown_names():
   im2col = UNet2D(UNet2DConfig.hierarchical(width=0.0625, conv_impl="im2col"))
   trainer = Trainer(im2col, optax.adam(1e-3), loss_fn, num_configs=2)
   state = _stacked(Trainer(im2col, optax.adam(1e-3), loss_fn).init(jax.random.key(0), sample), 2)
-  state, _ = trainer.step(trainer.place(jax.device_get(state)), sample, {"alpha": np.ones(2, np.float32)}, jax.random.key(1))
+  state, _ = trainer.step(trainer.place(jax.device_get(state)), sample,
+                          {"alpha": np.ones(2, np.float32)}, jax.random.key(1))
   assert trainer.sweep_impl == "unroll" and int(state.step[0]) == 1
   # and so does fit: a model without convolutions is vmapped (batched matrix products, one
   # compilation)
