@@ -57,9 +57,25 @@ LABELS = {"vmap": "vmapped sweep (one program)", "unroll": "unrolled sweep (one 
           "sequential": "one after another"}
 
 
-def _contender(mode: str, conv_impl: str, args, batch):
+def make_batch(args) -> dict:
+  """The one batch every contender trains on: ``--batch`` random images of ``--size`` squared."""
+  rng = np.random.default_rng(0)
+  return {"image": rng.normal(size=(args.batch, args.size, args.size, 1)).astype(np.float32),
+          "label": (rng.random((args.batch, args.size, args.size)) > 0.9).astype(np.int32)}
+
+
+def default_sweep_impl(args, batch) -> str:
+  """The ``sweep_impl`` that ``Trainer(num_configs=K)`` chooses for this model here."""
+  trainer = Trainer(UNet2D(UNet2DConfig.tversky(width=args.width)), optax.adam(1e-4), loss_fn,
+                    num_configs=args.configs)
+  trainer.init(jax.random.key(0), batch)  # the Trainer chooses when it sees the model's inputs
+  return trainer.sweep_impl
+
+
+def contender(mode: str, conv_impl: str, args, batch, configs=None):
   """A function that runs ``steps`` steps of every configuration, as a sweep (``mode``: the
-  Trainer's ``sweep_impl``) or in turn (``"sequential"``)."""
+  Trainer's ``sweep_impl``) or in turn (``"sequential"``; ``configs``:
+  the indices of the configurations to train, default all ``args.configs``)."""
   model = UNet2D(UNet2DConfig.tversky(width=args.width, conv_impl=conv_impl))
   tx = optax.adam(1e-4)
   key = jax.random.key(0)
@@ -74,11 +90,12 @@ def _contender(mode: str, conv_impl: str, args, batch):
       jax.block_until_ready(metrics["loss"])
     return run
   trainer = Trainer(model, tx, loss_fn)
-  states = [trainer.init(key, batch) for _ in range(args.configs)]
+  configs = range(args.configs) if configs is None else configs
+  states = {i: trainer.init(key, batch) for i in configs}
   params = _params(args.configs, False)
 
   def run(steps):
-    for i in range(args.configs):
+    for i in configs:
       for _ in range(steps):
         states[i], metrics = trainer.step(states[i], batch, params[i], key)
     jax.block_until_ready(metrics["loss"])
@@ -101,10 +118,8 @@ def main(argv=None) -> None:
   if "sequential" not in modes or len(modes) < 2 or any(m not in MODES for m in modes):
     parser.error(f"--modes takes sequential and at least one of {', '.join(SWEEP_IMPLS)}")
 
-  rng = np.random.default_rng(0)
-  batch = {"image": rng.normal(size=(args.batch, args.size, args.size, 1)).astype(np.float32),
-           "label": (rng.random((args.batch, args.size, args.size)) > 0.9).astype(np.int32)}
-  contenders = {(mode, impl): _contender(mode, impl, args, batch)
+  batch = make_batch(args)
+  contenders = {(mode, impl): contender(mode, impl, args, batch)
                 for mode in modes for impl in impls}
   compile_s = {}
   for name, run in contenders.items():
@@ -134,10 +149,7 @@ def main(argv=None) -> None:
   sweeps = [(t, mode, impl) for (mode, impl), t in median.items() if mode != "sequential"]
   best_sweep = min(sweeps)
   best_seq = min((t, impl) for (mode, impl), t in median.items() if mode == "sequential")
-  trainer = Trainer(UNet2D(UNet2DConfig.tversky(width=args.width)), optax.adam(1e-4), loss_fn,
-                    num_configs=args.configs)
-  trainer.init(jax.random.key(0), batch)  # the Trainer chooses when it sees the model's inputs
-  default = trainer.sweep_impl
+  default = default_sweep_impl(args, batch)
   print(f"\nbest sweep: {LABELS[best_sweep[1]]}, {best_sweep[2]} convolutions (the Trainer's "
         f"default here: sweep_impl={default!r}); best one after another: {best_seq[1]} "
         f"convolutions")
