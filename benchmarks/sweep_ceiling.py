@@ -116,8 +116,12 @@ class _Process:
 
   def close(self) -> None:
     if self.proc.poll() is None:
-      self.send("quit")
-      self.proc.wait(timeout=60)
+      try:
+        self.send("quit")
+        self.proc.wait(timeout=60)
+      except (OSError, subprocess.TimeoutExpired):  # a worker that died or hangs: stop it
+        self.proc.kill()
+        self.proc.wait()
     self.log.close()
 
 
@@ -134,8 +138,9 @@ def main(argv=None) -> None:
   if not hasattr(os, "sched_setaffinity"):
     parser.error("pinning processes to cores needs os.sched_setaffinity (Linux); "
                  "run benchmarks.sweep instead")
-  if args.configs < 1 or args.steps < 1 or args.repeats < 1:
-    parser.error("--configs, --steps and --repeats take positive integers")
+  if min(args.configs, args.size, args.batch, args.steps, args.repeats) < 1 or args.width <= 0:
+    parser.error("--configs, --size, --batch, --steps and --repeats take positive integers, "
+                 "--width a positive number")
 
   # pylint: disable=import-outside-toplevel
   from benchmarks._machine import cpu_name

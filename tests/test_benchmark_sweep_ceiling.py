@@ -41,7 +41,17 @@ def test_table_and_ceiling_come_from_the_measured_throughputs(capsys):
   assert share == pytest.approx(100 * steps["sweep"] / steps["pinned"], abs=1.5)
 
 
-def test_bad_counts_are_a_usage_error(capsys):
+@pytest.mark.parametrize("argv", [["--configs", "0"], ["--batch", "0"], ["--width", "-1"]])
+def test_bad_sizes_are_a_usage_error(capsys, argv):
   with pytest.raises(SystemExit):
-    sweep_ceiling.main(["--configs", "0"])
-  assert "positive integers" in capsys.readouterr().err
+    sweep_ceiling.main(argv)
+  assert "take positive integers" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux only")
+def test_a_worker_that_dies_is_named_with_its_error(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_jaxseg_no_such_flag=true")  # XLA aborts at start
+  with pytest.raises(SystemExit, match="the sequential worker failed") as error:
+    sweep_ceiling.main(["--configs", "2", "--size", "16", "--batch", "2", "--steps", "1",
+                        "--repeats", "1"])
+  assert "xla_jaxseg_no_such_flag" in str(error.value)  # its stderr, for the fix
