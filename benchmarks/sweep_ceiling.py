@@ -69,7 +69,8 @@ def _worker(args) -> None:
     run = sweep.contender("sequential", "xla", args, batch, configs)
   tic = time.perf_counter()
   run(1)  # compile and warm up
-  print(f"ready {time.perf_counter() - tic:.3f} {impl}", flush=True)
+  cores = len(os.sched_getaffinity(0))
+  print(f"ready {time.perf_counter() - tic:.3f} {impl} {cores}", flush=True)
   for line in sys.stdin:
     if line.strip() != "run":
       break
@@ -159,6 +160,9 @@ def main(argv=None) -> None:
       answers = [p.answer("ready") for p in groups[name]]
       compile_s[name] = max(float(a[0]) for a in answers)
       impl[name] = answers[0][1]
+      if name == "pinned" and any(a[2] != "1" for a in answers):
+        raise SystemExit("benchmarks.sweep_ceiling: a pinned worker runs on more than one core "
+                         f"(cores seen: {[a[2] for a in answers]}); is the affinity restricted?")
     times = {name: [] for name in groups}
     names = list(groups)
     for r in range(args.repeats):

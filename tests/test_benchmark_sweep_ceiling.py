@@ -1,5 +1,5 @@
-"""``benchmarks.sweep_ceiling``: the pinned processes split the configurations, and the table's
-ratios are the ratios of its own throughputs."""
+"""``benchmarks.sweep_ceiling``: the pinned processes split the configurations and each runs on
+one core (the benchmark stops otherwise), and the table's ratios are those of its throughputs."""
 
 import os
 import re
