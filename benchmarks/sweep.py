@@ -9,8 +9,9 @@ All use the seed-002 U-Net (BatchNorm, one sigmoid output) and the Tversky/BCE l
 ``im2col``: patch-matrix products, which ``vmap`` turns into batched matrix products). Reports
 model-steps per second (one optimiser update of one configuration = one model-step), median over
 repeats after compilation, with the contenders alternating in every repeat, and each contender's
-compilation plus first step; the last line compares the best sweep with the best sequential
-contender: ``sweep speedup vs sequential: X.XX``.
+compilation plus first step; the last lines compare the best sweep with the best sequential
+contender, round by round (``per round: A to B over N rounds``, the spread of the ratio on this
+machine) and over the medians: ``sweep speedup vs sequential: X.XX``.
 
   python -m benchmarks.sweep                       # CPU-sized defaults
   python -m benchmarks.sweep --width 1 --size 128 --batch 16 --steps 20   # e.g. on a GPU
@@ -153,6 +154,11 @@ def main(argv=None) -> None:
   print(f"\nbest sweep: {LABELS[best_sweep[1]]}, {best_sweep[2]} convolutions (the Trainer's "
         f"default here: sweep_impl={default!r}); best one after another: {best_seq[1]} "
         f"convolutions")
+  # The same two contenders round by round (in one round they run seconds apart):
+  # how far one run's ratio can move on this machine.
+  rounds = [seq / sweep for seq, sweep in zip(times["sequential", best_seq[1]],
+                                              times[best_sweep[1], best_sweep[2]])]
+  print(f"per round: {min(rounds):.2f} to {max(rounds):.2f} over {len(rounds)} rounds")
   print(f"sweep speedup vs sequential: {best_seq[0] / best_sweep[0]:.2f}")
 
 
