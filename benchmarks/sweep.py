@@ -73,10 +73,11 @@ def default_sweep_impl(args, batch) -> str:
   return trainer.sweep_impl
 
 
-def contender(mode: str, conv_impl: str, args, batch, configs=None):
-  """A function that runs ``steps`` steps of every configuration, as a sweep (``mode``: the
-  Trainer's ``sweep_impl``) or in turn (``"sequential"``; ``configs``:
-  the indices of the configurations to train, default all ``args.configs``)."""
+def contender(mode: str | None, conv_impl: str, args, batch, configs=None):
+  """``(run, trainer)``: ``run(steps)`` runs ``steps`` steps of every configuration, as a sweep
+  (``mode``: the Trainer's ``sweep_impl``, None for its default, chosen at ``init``) or in turn
+  (``"sequential"``; ``configs``: the indices of the configurations to train, default all
+  ``args.configs``)."""
   model = UNet2D(UNet2DConfig.tversky(width=args.width, conv_impl=conv_impl))
   tx = optax.adam(1e-4)
   key = jax.random.key(0)
@@ -89,7 +90,7 @@ def contender(mode: str, conv_impl: str, args, batch, configs=None):
       for _ in range(steps):
         state[0], metrics = trainer.step(state[0], batch, params, key)
       jax.block_until_ready(metrics["loss"])
-    return run
+    return run, trainer
   trainer = Trainer(model, tx, loss_fn)
   configs = range(args.configs) if configs is None else configs
   states = {i: trainer.init(key, batch) for i in configs}
@@ -100,7 +101,7 @@ def contender(mode: str, conv_impl: str, args, batch, configs=None):
       for _ in range(steps):
         states[i], metrics = trainer.step(states[i], batch, params[i], key)
     jax.block_until_ready(metrics["loss"])
-  return run
+  return run, trainer
 
 
 def main(argv=None) -> None:
@@ -120,7 +121,7 @@ def main(argv=None) -> None:
     parser.error(f"--modes takes sequential and at least one of {', '.join(SWEEP_IMPLS)}")
 
   batch = make_batch(args)
-  contenders = {(mode, impl): contender(mode, impl, args, batch)
+  contenders = {(mode, impl): contender(mode, impl, args, batch)[0]
                 for mode in modes for impl in impls}
   compile_s = {}
   for name, run in contenders.items():

@@ -60,13 +60,13 @@ def _worker(args) -> None:
   from benchmarks import sweep  # pylint: disable=import-outside-toplevel
 
   batch = sweep.make_batch(args)
-  if args.worker == "sweep":
-    impl = sweep.default_sweep_impl(args, batch)
-    run = sweep.contender(impl, "xla", args, batch)
+  if args.worker == "sweep":  # the Trainer's default program, chosen when it initialises
+    run, trainer = sweep.contender(None, "xla", args, batch)
+    impl = trainer.sweep_impl
   else:
     impl = "sequential"
     configs = None if args.only is None else [int(i) for i in args.only.split(",")]
-    run = sweep.contender("sequential", "xla", args, batch, configs)
+    run, _ = sweep.contender("sequential", "xla", args, batch, configs)
   tic = time.perf_counter()
   run(1)  # compile and warm up
   cores = len(os.sched_getaffinity(0))

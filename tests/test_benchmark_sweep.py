@@ -5,17 +5,15 @@ import re
 import pytest
 
 from benchmarks import sweep
+from tests.markdown_table import table_cells
 
 
 def test_speedup_is_the_ratio_of_the_printed_throughputs(capsys):
   sweep.main(["--configs", "2", "--size", "16", "--batch", "4", "--steps", "1", "--repeats", "2",
               "--conv-impls", "xla", "--modes", "unroll,sequential"])
   out = capsys.readouterr().out
-  rows = {}
-  for line in out.splitlines():
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    if line.startswith("|") and cells[0] in sweep.LABELS.values():
-      rows[cells[0]] = float(cells[2])
+  rows = {cells[0]: float(cells[2]) for cells in table_cells(out)
+          if cells[0] in sweep.LABELS.values()}
   assert set(rows) == {sweep.LABELS["unroll"], sweep.LABELS["sequential"]}
   assert all(v > 0 for v in rows.values())
   lines = out.strip().splitlines()

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from benchmarks import sweep_ceiling
+from tests.markdown_table import table_cells
 
 
 def test_shares_give_every_configuration_to_exactly_one_core():
@@ -21,11 +22,8 @@ def test_table_and_ceiling_come_from_the_measured_throughputs(capsys):
   sweep_ceiling.main(["--configs", "2", "--width", "0.0625", "--size", "16", "--batch", "2",
                       "--steps", "1", "--repeats", "1"])
   out = capsys.readouterr().out
-  rows = {}
-  for line in out.splitlines():
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    if line.startswith("|") and cells[0] in sweep_ceiling.LABELS.values():
-      rows[cells[0]] = cells
+  rows = {cells[0]: cells for cells in table_cells(out)
+          if cells[0] in sweep_ceiling.LABELS.values()}
   assert len(rows) == 3
   steps = {name: float(rows[label][2]) for name, label in sweep_ceiling.LABELS.items()}
   assert all(v > 0 for v in steps.values())

@@ -3,15 +3,13 @@
 import pytest
 
 from benchmarks import sweep_choice
+from tests.markdown_table import table_cells
 
 
 def _rows(capsys, *argv):
   sweep_choice.main(list(argv))
-  lines = capsys.readouterr().out.splitlines()
-  header = next(i for i, line in enumerate(lines) if line.startswith("| study |"))
-  cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[header + 2:]
-           if line.startswith("|")]
-  return {(row[0], row[1]): row for row in cells}
+  cells = table_cells(capsys.readouterr().out)
+  return {(row[0], row[1]): row for row in cells if row[0] != "study"}  # header left out
 
 
 def test_cpu_presets_unroll_convolutions_and_vmap_patch_matrices(capsys):
